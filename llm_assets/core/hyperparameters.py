@@ -1,0 +1,99 @@
+"""Hyperparameters of every stage as pydantic models: one source of truth.
+
+The Dagster Config classes inherit these, so the Launchpad, the YAML presets
+under configs/ and the pure core all read the same fields, descriptions and
+bounds. A bad value fails validation before any compute is spent, naming the
+field. (pydantic, not dagster: the core stays importable in a bare worker.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
+
+
+class RawDataParams(BaseModel):
+    source: str = Field(
+        default="embedded:pet",
+        description="Where the data comes from: 'embedded:pet' generates the bunny task's data; otherwise a "
+        "JSONL file or folder of *.jsonl (chat 'messages' or 'prompt'/'completion' rows).",
+    )
+    num_examples: int = Field(default=6000, ge=1, description="Rows to generate for 'embedded:pet'.")
+    seed: int = Field(default=0, description="Seed of the generator for 'embedded:pet'.")
+
+
+class DatasetParams(BaseModel):
+    validation_fraction: float = Field(
+        default=0.05, gt=0, lt=1, description="Share of rows held out for validation loss (hash-based, stable).")
+    max_tokens: int = Field(default=256, ge=8, description="Longest allowed prompt+completion, in base-model tokens.")
+    max_duplicate_fraction: float = Field(
+        default=0.05, ge=0, le=1, description="The data check fails when more duplicate rows than this share are found.")
+    split_seed: int = Field(default=0, description="Salt of the train/validation hash split.")
+
+
+class BenchmarkParams(BaseModel):
+    examples_per_category: int = Field(
+        default=50, ge=1, description="Benchmark items per category (boundary, tie, no_object, phrasing, random).")
+    seed: int = Field(default=20261122, description="Seed of the benchmark; changing it makes a new benchmark version.")
+
+
+class BaseModelParams(BaseModel):
+    model_id: str = Field(
+        default=EMBEDDED_MODEL_ID,
+        description="Hugging Face hub id or local folder of a causal LM, or 'embedded:tiny-llama' to build the "
+        "embedded tiny Llama here (no download).",
+    )
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
+    vocab_size: int = Field(default=512, ge=64, description="Embedded model: BPE vocabulary size.")
+    hidden_size: int = Field(default=256, ge=16, description="Embedded model: hidden width.")
+    intermediate_size: int = Field(default=512, ge=16, description="Embedded model: MLP width.")
+    num_layers: int = Field(default=4, ge=1, description="Embedded model: transformer blocks.")
+    num_heads: int = Field(default=4, ge=1, description="Embedded model: attention heads.")
+    pretrain_steps: int = Field(default=150, ge=0, description="Embedded model: causal-LM steps on the prompt corpus.")
+    seed: int = Field(default=0, description="Embedded model: seed of initialisation and pretraining.")
+
+
+class TrainingParams(BaseModel):
+    method: Literal["lora", "full"] = Field(default="lora", description="LoRA adapter, or full fine-tune.")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(default=2e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule).")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    batch_size: int = Field(default=32, ge=1, description="Examples per optimizer step on one device.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    lora_r: int = Field(default=64, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(default=64, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: str = Field(
+        default="all-linear", description="Modules LoRA adapts: 'all-linear' or a comma-separated list.")
+    lora_train_embeddings: bool = Field(
+        default=True, description="Also train embeddings and LM head (modules_to_save); worth it for tiny models.")
+    seed: int = Field(default=42, description="Seed of initialisation, shuffling and dropout.")
+    save_steps: int = Field(default=200, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
+    logging_steps: int = Field(default=10, ge=1, description="Log loss, learning rate and ETA every N steps.")
+    max_steps: int = Field(default=-1, description="Stop after N optimizer steps (-1: run all epochs).")
+    divergence_factor: float = Field(
+        default=4.0, gt=1, description="Stop when the loss rises above this multiple of its best value so far.")
+    max_grad_norm_alert: float = Field(
+        default=1e4, gt=0, description="Stop when the (pre-clipping) gradient norm exceeds this, or is not finite.")
+    threads: int = Field(default=0, ge=0, description="CPU threads for torch (0: all cores).")
+
+
+class ExportParams(BaseModel):
+    float_type: Literal["f16", "f32"] = Field(default="f16", description="Unquantized GGUF type.")
+    quantizations: list[str] = Field(
+        default_factory=lambda: ["q8_0", "q4_k_m"], description="Quantized GGUF variants to make with llama.cpp.")
+
+
+class EvalParams(BaseModel):
+    max_new_tokens: int = Field(default=64, ge=1, description="Longest answer generated per benchmark item.")
+    max_examples: int = Field(default=0, ge=0, description="Evaluate only the first N benchmark items (0: all).")
+    threshold: float = Field(default=0.95, ge=0, le=1, description="Strict accuracy the deployable variant needs.")
+    deployable: str = Field(
+        default="smallest_passing",
+        description="Variant to gate and ship: 'smallest_passing' or a variant name such as 'q8_0'.")
+    evaluate_baseline: bool = Field(default=True, description="Also evaluate the untuned base model as the baseline.")

@@ -1,0 +1,187 @@
+"""The embedded default task: the decision-making brain of a pet bunny.
+
+A state (four stats, time of day, nearby objects with distances) goes in as text;
+a decision comes out as one JSON object: an action, a target object and the
+updated stats. A fixed, deterministic rule set produces the labels, so every
+answer can be checked field by field.
+
+Pure Python, no third-party imports: the same rules label training data,
+build the benchmark, score model outputs and (later) validate served answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+
+STATS = ("hunger", "energy", "happiness", "hygiene")
+ACTIONS = ("eat", "sleep", "groom", "play", "explore", "hide")
+FOODS = ("carrot", "lettuce", "hay")
+TOYS = ("ball", "tunnel")
+PREDATORS = ("fox",)
+OBJECTS = FOODS + TOYS + PREDATORS
+TIMES = ("morning", "afternoon", "evening", "night")
+NO_TARGET = "none"
+DECISION_FIELDS = ("action", "target") + STATS
+
+# Thresholds of the rule set; the benchmark probes each one exactly.
+FOX_DANGER_DISTANCE = 3
+HUNGRY_AT = 70
+EXHAUSTED_AT = 20
+NIGHT_TIRED_AT = 50
+DIRTY_AT = 30
+SAD_AT = 40
+MAX_DISTANCE = 9
+
+# Stat changes per action: an int is a delta, a string "=N" sets the value.
+EFFECTS: dict[str, dict[str, int | str]] = {
+    "hide": {"happiness": -20, "energy": -10},
+    "eat": {"hunger": -50, "happiness": +10},
+    "sleep": {"energy": "=100", "hunger": +10},
+    "groom": {"hygiene": "=100"},
+    "play": {"happiness": +30, "energy": -20},
+    "explore": {"energy": -10, "hunger": +10},
+}
+
+
+@dataclass(frozen=True)
+class PetState:
+    hunger: int
+    energy: int
+    happiness: int
+    hygiene: int
+    time: str
+    objects: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+    def distance_to(self, name: str) -> int | None:
+        return next((d for n, d in self.objects if n == name), None)
+
+    def key(self) -> str:
+        """Canonical identity of the state, independent of how it is phrased."""
+        return json.dumps([self.hunger, self.energy, self.happiness, self.hygiene, self.time, list(self.objects)])
+
+
+def _nearest(state: PetState, kinds: tuple[str, ...]) -> str | None:
+    # Ties go to the object named first in the description, which is what a
+    # reader of the sentence would pick too.
+    best: tuple[int, str] | None = None
+    for name, dist in state.objects:
+        if name in kinds and (best is None or dist < best[0]):
+            best = (dist, name)
+    return best[1] if best else None
+
+
+def decide(state: PetState) -> dict:
+    """The ground-truth decision for a state: the labels the model must learn."""
+    fox = state.distance_to("fox")
+    food, toy = _nearest(state, FOODS), _nearest(state, TOYS)
+    if fox is not None and fox <= FOX_DANGER_DISTANCE:
+        action, target = "hide", NO_TARGET
+    elif state.hunger >= HUNGRY_AT and food:
+        action, target = "eat", food
+    elif state.energy <= EXHAUSTED_AT or (state.time == "night" and state.energy <= NIGHT_TIRED_AT):
+        action, target = "sleep", NO_TARGET
+    elif state.hygiene <= DIRTY_AT:
+        action, target = "groom", NO_TARGET
+    elif state.happiness <= SAD_AT and toy:
+        action, target = "play", toy
+    else:
+        action, target = "explore", NO_TARGET
+    stats = {s: getattr(state, s) for s in STATS}
+    for stat, effect in EFFECTS[action].items():
+        value = int(effect[1:]) if isinstance(effect, str) else stats[stat] + effect
+        stats[stat] = max(0, min(100, value))
+    return {"action": action, "target": target, **stats}
+
+
+def format_decision(decision: dict) -> str:
+    return json.dumps({k: decision[k] for k in DECISION_FIELDS}, separators=(",", ":"))
+
+
+def parse_decision(text: str) -> dict | None:
+    """Parse a model's answer; None when it is not a complete, well-typed decision."""
+    text = text.strip()
+    try:
+        obj = json.loads(text[: text.rindex("}") + 1] if "}" in text else text)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(obj, dict) or set(obj) != set(DECISION_FIELDS):
+        return None
+    if obj["action"] not in ACTIONS or not isinstance(obj["target"], str):
+        return None
+    if any(not isinstance(obj[s], int) or isinstance(obj[s], bool) for s in STATS):
+        return None
+    return obj
+
+
+# --- Phrasings -------------------------------------------------------------
+# Several ways a user (or a game engine) might describe the same state. The
+# last one is terse and unusual on purpose; the benchmark probes all of them.
+
+def _objects_plain(objs):
+    return ", ".join(f"{n} {d}m" for n, d in objs) if objs else "nothing"
+
+
+def _objects_prose(objs):
+    if not objs:
+        return "It sees nothing around."
+    parts = [f"a {n} ({d} m away)" for n, d in objs]
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"It sees {joined}."
+
+
+def _objects_terse(objs):
+    return ",".join(f"{n}@{d}" for n, d in objs) if objs else "-"
+
+
+PHRASINGS = (
+    lambda s: (f"hunger {s.hunger}, energy {s.energy}, happiness {s.happiness}, hygiene {s.hygiene}. "
+               f"time: {s.time}. nearby: {_objects_plain(s.objects)}."),
+    lambda s: (f"The bunny's hunger is {s.hunger}, energy is {s.energy}, happiness is {s.happiness} "
+               f"and hygiene is {s.hygiene}. It is {s.time}. {_objects_prose(s.objects)}"),
+    lambda s: (f"It's {s.time} and my bunny feels: hunger={s.hunger} energy={s.energy} "
+               f"happiness={s.happiness} hygiene={s.hygiene}; around: {_objects_plain(s.objects)}"),
+    lambda s: (f"H{s.hunger} E{s.energy} J{s.happiness} C{s.hygiene} | {s.time} | {_objects_terse(s.objects)}"),
+)
+UNUSUAL_PHRASING = len(PHRASINGS) - 1
+
+
+def render_prompt(state: PetState, phrasing: int = 0) -> str:
+    return PHRASINGS[phrasing](state)
+
+
+# --- Sampling ----------------------------------------------------------------
+
+def random_state(rng: random.Random) -> PetState:
+    n_objects = rng.choice((0, 1, 2, 2, 3, 3, 4))
+    names = rng.sample(OBJECTS, n_objects)
+    objects = tuple((n, rng.randint(1, MAX_DISTANCE)) for n in names)
+    return PetState(*(rng.randint(0, 100) for _ in STATS), time=rng.choice(TIMES), objects=objects)
+
+
+def is_benchmark_state(state: PetState) -> bool:
+    """A fixed eighth of the state space is reserved for the benchmark.
+
+    Training data never contains these states, whatever its seed, so retraining
+    on freshly generated data can never leak the yardstick into training.
+    """
+    return hashlib.sha256(state.key().encode()).digest()[0] % 8 == 0
+
+
+def example(state: PetState, phrasing: int, **extra) -> dict:
+    return {"prompt": render_prompt(state, phrasing), "completion": format_decision(decide(state)), **extra}
+
+
+def generate_training_rows(n: int, seed: int) -> list[dict]:
+    """n labelled examples in prompt/completion form, none from the benchmark's share."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        state = random_state(rng)
+        if is_benchmark_state(state) or state.key() in seen:
+            continue
+        seen.add(state.key())
+        rows.append(example(state, rng.randrange(len(PHRASINGS))))
+    return rows

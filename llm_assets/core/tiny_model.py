@@ -1,0 +1,157 @@
+"""The embedded default base model: a tiny Llama built and pretrained here.
+
+Nothing can be downloaded from a model hub on an offline machine, so the
+project builds its own base model: a byte-level BPE tokenizer trained with
+`tokenizers` on the corpus, a LlamaForCausalLM from a LlamaConfig, and a short
+causal-LM pretraining on the corpus text (the state descriptions only, never
+the decisions, so the untuned model knows the language but not the task).
+
+The tokenizer splits every digit on its own (Qwen2's pre-tokenizer regex):
+numbers then share digit tokens, and llama.cpp reproduces the split exactly
+with its `qwen2` pre-tokenizer type.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+# Qwen2's pre-tokenizer pattern: single digits, words with one leading
+# non-letter, punctuation runs, whitespace. llama.cpp knows it as "qwen2".
+PRETOKENIZE_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+EOS, USER, ASSISTANT = "<|endoftext|>", "<|user|>", "<|assistant|>"
+# Newlines live inside {{ }} because transformers renders with trim_blocks,
+# which would eat a newline written after a block tag.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ '<|endoftext|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+EMBEDDED_MODEL_ID = "embedded:tiny-llama"
+
+
+@dataclass
+class TinyModelSpec:
+    """Shape and pretraining budget of the embedded model."""
+
+    vocab_size: int = 512
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+    max_positions: int = 256
+    pretrain_steps: int = 150
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 2e-3
+    seed: int = 0
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on `texts`, as a transformers fast tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, USER, ASSISTANT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
+                                   additional_special_tokens=[USER, ASSISTANT])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def corpus_texts(prompts: Sequence[str], tokenizer=None) -> list[str]:
+    """Pretraining text: the user side of each example inside the chat frame."""
+    return [f"{USER}\n{p}\n" for p in prompts]
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    prompts: Sequence[str],
+    spec: TinyModelSpec = TinyModelSpec(),
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict:
+    """Train a tokenizer, build the model, pretrain it briefly; save to `out_dir`.
+
+    Returns a summary (parameter count, final pretraining loss, seconds).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    started = time.perf_counter()
+    random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    tokenizer = train_tokenizer(list(prompts), spec.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_positions, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=False, bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    loss = _pretrain(model, tokenizer, corpus_texts(prompts), spec, on_step)
+    out_dir = Path(out_dir)
+    model.generation_config.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "model_id": EMBEDDED_MODEL_ID,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "pretrain_loss": loss,
+        "seconds": round(time.perf_counter() - started, 2),
+        "spec": asdict(spec),
+    }
+
+
+def _pretrain(model, tokenizer, texts: list[str], spec: TinyModelSpec, on_step) -> float:
+    import torch
+
+    if spec.pretrain_steps <= 0:
+        return float("nan")
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    rng = random.Random(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01)
+    model.train()
+    loss_value = float("nan")
+    for step in range(1, spec.pretrain_steps + 1):
+        batch = rng.sample(ids, min(spec.pretrain_batch_size, len(ids)))
+        width = max(map(len, batch))
+        input_ids = torch.full((len(batch), width), tokenizer.eos_token_id)
+        labels = torch.full((len(batch), width), -100)
+        for i, row in enumerate(batch):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            labels[i, : len(row)] = torch.tensor(row)
+        lr = spec.pretrain_lr * min(1.0, step / 20) * 0.5 * (1 + math.cos(math.pi * step / spec.pretrain_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        out = model(input_ids=input_ids, attention_mask=(labels != -100).long(), labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_value = out.loss.item()
+        if on_step:
+            on_step(step, spec.pretrain_steps, loss_value)
+    model.eval()
+    return loss_value

@@ -1,0 +1,200 @@
+"""Supervised fine-tuning with TRL's SFTTrainer and PEFT LoRA.
+
+Completion-only loss on prompt/completion rows, fixed seeds, resumable
+checkpoints (only checkpoints marked complete are trusted), a loss history
+for the plots, and health guards that stop a run that is going wrong instead
+of shipping garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from llm_assets.core.atomic import atomic_dir, write_text
+from llm_assets.core.errors import TrainingHealthError
+from llm_assets.core.hyperparameters import TrainingParams
+
+log = logging.getLogger(__name__)
+COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+ProgressFn = Callable[[dict], None]
+
+
+def latest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest checkpoint whose save finished; half-written ones are ignored."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
+    return max(done, key=lambda p: int(re.sub(r"\D", "", p.name) or 0), default=None)
+
+
+def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: list[dict]):
+    from transformers import TrainerCallback
+
+    class HealthAndProgress(TrainerCallback):
+        """Logs step, loss and ETA; stops on non-finite loss, divergence or exploding gradients."""
+
+        def __init__(self):
+            self.best = math.inf
+            self.started = time.perf_counter()
+            self.first_step = None
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            step, total = state.global_step, max(state.max_steps, 1)
+            if self.first_step is None:
+                self.first_step = step
+            entry = {"step": step, "epoch": round(state.epoch or 0, 3), **logs}
+            history.append(entry)
+            loss, grad = logs.get("loss"), logs.get("grad_norm")
+            if loss is not None:
+                if not math.isfinite(loss):
+                    raise TrainingHealthError(f"training loss is {loss} at step {step}: stopping (lower the "
+                                              f"learning_rate, now {params.learning_rate})")
+                self.best = min(self.best, loss)
+                if step > 2 * params.logging_steps and loss > params.divergence_factor * self.best:
+                    raise TrainingHealthError(
+                        f"training diverged at step {step}: loss {loss:.4f} > {params.divergence_factor} x best "
+                        f"{self.best:.4f} (lower learning_rate={params.learning_rate})")
+            if grad is not None and (not math.isfinite(grad) or grad > params.max_grad_norm_alert):
+                raise TrainingHealthError(f"gradient norm {grad} at step {step} exceeds max_grad_norm_alert="
+                                          f"{params.max_grad_norm_alert}: stopping")
+            elapsed = time.perf_counter() - self.started
+            done = max(step - (self.first_step or 0), 1)
+            entry["eta_seconds"] = round(elapsed / done * (total - step), 1)
+            entry["total_steps"] = total
+            if on_progress:
+                on_progress(entry)
+
+        def on_save(self, args, state, control, **kw):
+            # Written after the Trainer finished writing the folder: a marker that
+            # exists means every file of the checkpoint is complete.
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
+
+    return [HealthAndProgress()]
+
+
+def _sft_config(params: TrainingParams, output_dir: Path, max_length: int, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=max(params.batch_size, 32),
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=params.warmup_ratio,  # a float in [0, 1) is a ratio
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        logging_steps=params.logging_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if has_eval else "no",
+        seed=params.seed,
+        data_seed=params.seed,
+        max_length=max_length,
+        completion_only_loss=True,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not _cuda_available(),
+        bf16=_cuda_available(),
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_sft(
+    base_model_dir: str | Path,
+    train_rows: Sequence[dict],
+    validation_rows: Sequence[dict],
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    params: TrainingParams,
+    max_length: int = 256,
+    on_progress: ProgressFn | None = None,
+) -> dict:
+    """Fine-tune the model in `base_model_dir`; write the adapter (or full model) to `out_dir`.
+
+    Rows are {"prompt", "completion"} with the prompt already in the chat frame.
+    Resumes from the newest complete checkpoint in `checkpoint_dir`.
+    Returns a summary: losses, steps, tokens, seconds, resumed_from.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    started = time.perf_counter()
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    torch.manual_seed(params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, torch_dtype=torch.float32)
+    peft_config = None
+    if params.method == "lora":
+        from peft import LoraConfig
+
+        targets = params.lora_target_modules
+        peft_config = LoraConfig(
+            r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            modules_to_save=["embed_tokens", "lm_head"] if params.lora_train_embeddings else None,
+            task_type="CAUSAL_LM",
+        )
+    columns = lambda rows: {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+    train_ds = Dataset.from_dict(columns(train_rows))
+    eval_ds = Dataset.from_dict(columns(validation_rows)) if validation_rows else None
+    checkpoint_dir = Path(checkpoint_dir)
+    history: list[dict] = []
+    trainer = SFTTrainer(
+        model=model, args=_sft_config(params, checkpoint_dir, max_length, eval_ds is not None),
+        train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+        peft_config=peft_config, callbacks=_callbacks(params, on_progress, history),
+    )
+    resume = latest_complete_checkpoint(checkpoint_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    metrics = trainer.evaluate() if eval_ds is not None else {}
+    with atomic_dir(out_dir) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_text(tmp / "training_history.json", json.dumps(history, indent=1))
+        write_text(tmp / "training_params.json", params.model_dump_json(indent=2))
+    n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    return {
+        "method": params.method,
+        "train_loss": round(float(result.training_loss), 5),
+        "eval_loss": round(float(metrics["eval_loss"]), 5) if "eval_loss" in metrics else None,
+        "global_steps": int(result.global_step),
+        "train_rows": len(train_rows),
+        "train_tokens_per_epoch": int(n_tokens),
+        "seconds": round(time.perf_counter() - started, 2),
+        "resumed_from": resume.name if resume else None,
+        "history": history,
+    }
+
+
+def clear_checkpoints(checkpoint_dir: str | Path) -> None:
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
