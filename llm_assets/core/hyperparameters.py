@@ -48,7 +48,7 @@ class BaseModelParams(BaseModel):
     )
     revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
     vocab_size: int = Field(default=512, ge=64, description="Embedded model: BPE vocabulary size.")
-    hidden_size: int = Field(default=256, ge=16, description="Embedded model: hidden width.")
+    hidden_size: int = Field(default=128, ge=16, description="Embedded model: hidden width.")
     intermediate_size: int = Field(default=512, ge=16, description="Embedded model: MLP width.")
     num_layers: int = Field(default=4, ge=1, description="Embedded model: transformer blocks.")
     num_heads: int = Field(default=4, ge=1, description="Embedded model: attention heads.")
@@ -90,7 +90,7 @@ class ExportParams(BaseModel):
 
 
 class EvalParams(BaseModel):
-    max_new_tokens: int = Field(default=64, ge=1, description="Longest answer generated per benchmark item.")
+    max_new_tokens: int = Field(default=96, ge=1, description="Longest answer generated per benchmark item.")
     max_examples: int = Field(default=0, ge=0, description="Evaluate only the first N benchmark items (0: all).")
     threshold: float = Field(default=0.95, ge=0, le=1, description="Strict accuracy the deployable variant needs.")
     deployable: str = Field(

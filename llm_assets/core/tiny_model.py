@@ -3,8 +3,8 @@
 Nothing can be downloaded from a model hub on an offline machine, so the
 project builds its own base model: a byte-level BPE tokenizer trained with
 `tokenizers` on the corpus, a LlamaForCausalLM from a LlamaConfig, and a short
-causal-LM pretraining on the corpus text (the state descriptions only, never
-the decisions, so the untuned model knows the language but not the task).
+causal-LM pretraining on the corpus text (state descriptions and answers as separate,
+unpaired documents, so the untuned model knows both languages but not the task).
 
 The tokenizer splits every digit on its own (Qwen2's pre-tokenizer regex):
 numbers then share digit tokens, and llama.cpp reproduces the split exactly
@@ -45,7 +45,7 @@ class TinyModelSpec:
     """Shape and pretraining budget of the embedded model."""
 
     vocab_size: int = 512
-    hidden_size: int = 256
+    hidden_size: int = 128
     intermediate_size: int = 512
     num_layers: int = 4
     num_heads: int = 4
@@ -78,9 +78,13 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     return fast
 
 
-def corpus_texts(prompts: Sequence[str], tokenizer=None) -> list[str]:
-    """Pretraining text: the user side of each example inside the chat frame."""
-    return [f"{USER}\n{p}\n" for p in prompts]
+def corpus_texts(prompts: Sequence[str], answers: Sequence[str] = ()) -> list[str]:
+    """Pretraining documents: state descriptions and answers, each on its own.
+
+    Unpaired, so the model learns both languages (the descriptions and the
+    JSON answers) but nothing about which answer goes with which state.
+    """
+    return [f"{USER}\n{p}\n" for p in prompts] + [f"{ASSISTANT}\n{a}{EOS}\n" for a in answers]
 
 
 def build_tiny_model(
@@ -88,6 +92,7 @@ def build_tiny_model(
     prompts: Sequence[str],
     spec: TinyModelSpec = TinyModelSpec(),
     on_step: Callable[[int, int, float], None] | None = None,
+    answers: Sequence[str] = (),
 ) -> dict:
     """Train a tokenizer, build the model, pretrain it briefly; save to `out_dir`.
 
@@ -99,7 +104,7 @@ def build_tiny_model(
     started = time.perf_counter()
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    tokenizer = train_tokenizer(list(prompts), spec.vocab_size)
+    tokenizer = train_tokenizer(list(prompts) + list(answers), spec.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
@@ -109,7 +114,7 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config)
-    loss = _pretrain(model, tokenizer, corpus_texts(prompts), spec, on_step)
+    loss = _pretrain(model, tokenizer, corpus_texts(prompts, answers), spec, on_step)
     out_dir = Path(out_dir)
     model.generation_config.pad_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -1,0 +1,111 @@
+"""Evaluation stage: the shipped GGUF files and the untuned baseline on the benchmark, and the accuracy gate."""
+
+
+import json
+
+import dagster as dg
+
+from llm_assets.assets.common import fetch, manifest, output, publish, scratch
+from llm_assets.assets.data_assets import read_jsonl
+from llm_assets.config import EvalConfig
+from llm_assets.core import gguf_export, pet_task, plots
+from llm_assets.core.evaluation import evaluate_variants
+from llm_assets.core.gate import evaluate_gate
+from resources.artifact_store import ArtifactStoreResource
+
+FIELDS = ("action", "target", "hunger", "energy", "happiness", "hygiene")
+
+
+def _format_prompts(tokenizer_dir, texts: list[str]) -> list[str]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if not tok.chat_template:
+        return texts
+    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
+def _metrics_table(report: dict) -> str:
+    rows = dict(report["variants"]) | ({"baseline": report["baseline"]} if report.get("baseline") else {})
+    head = "| model | strict acc | exact match | invalid | ROUGE-L | BLEU | ms/example | bytes |\n|---|---|---|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {name} | {e['scores']['strict_accuracy']:.3f} | {e['scores']['exact_match']:.3f} | "
+        f"{e['scores']['invalid_rate']:.3f} | {e['scores']['rouge_l']:.3f} | {e['scores']['bleu']:.1f} | "
+        f"{1000 * e['latency']['mean_seconds']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
+
+
+@dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"])
+def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource,
+                gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict) -> dg.Output:
+    """Every GGUF variant, and the untuned base model as baseline, answering the benchmark through llama.cpp."""
+    store = artifact_store.store()
+    with scratch(context) as tmp:
+        bench = read_jsonl(fetch(store, eval_benchmark, tmp / "benchmark.jsonl"))
+        if config.max_examples:
+            bench = bench[: config.max_examples]
+        base = fetch(store, base_model, tmp / "base")
+        ggufs = fetch(store, gguf_model, tmp / "gguf")
+        variants = {name: ggufs / v["file"] for name, v in gguf_model["variants"].items()}
+        baseline = gguf_export.convert_to_gguf(base, tmp / "baseline-f16.gguf", "f16") \
+            if config.evaluate_baseline else None
+        prompts = _format_prompts(base, [b["prompt"] for b in bench])
+        last_logged: dict[str, int] = {}
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            if done == total or done - last_logged.get(name, 0) >= max(total // 4, 1):
+                last_logged[name] = done
+                context.log.info(f"eval_report: {name} {done}/{total} examples")
+
+        report = evaluate_variants(variants, baseline, prompts, [b["completion"] for b in bench],
+                                   [b["category"] for b in bench], config.max_new_tokens, config.deployable,
+                                   config.threshold, on_progress)
+        report["benchmark_version"] = eval_benchmark.get("version")
+        deployable = report["gate"]["variant"]
+        pngs = {
+            "loss_curve": plots.loss_curve_png(json.loads((fetch(store, lora_adapter, tmp / "adapter")
+                                                           / "training_history.json").read_text())),
+            "per_field_accuracy": plots.per_field_accuracy_png(report),
+            "action_confusion": plots.confusion_matrix_png(
+                report["variants"][deployable or next(iter(variants))]["scores"]["confusion_matrix"],
+                list(pet_task.ACTIONS) + ["invalid"]),
+        }
+        out = tmp / "eval_report"
+        out.mkdir()
+        (out / "eval_report.json").write_text(json.dumps(report, indent=1, default=str))
+        for name, png in pngs.items():
+            (out / f"{name}.png").write_bytes(png)
+        artifact = publish(context, store, out)
+        value = manifest(artifact, out, gate=report["gate"], threshold=config.threshold,
+                         deployable=config.deployable, benchmark_version=report["benchmark_version"],
+                         variants={n: {"strict_accuracy": e["scores"]["strict_accuracy"],
+                                       "file_size_bytes": e["file_size_bytes"]}
+                                   for n, e in report["variants"].items()},
+                         baseline_strict_accuracy=report["gate"]["baseline_strict_accuracy"],
+                         gguf_model_sha256=gguf_model["sha256"])
+    gate = report["gate"]
+    context.log.info(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
+    return output(value, {
+        "strict_accuracy": float(gate["strict_accuracy"] or 0.0),
+        "deployable_variant": str(gate["variant"]),
+        "gate_passed": bool(gate["passed"]),
+        "metrics": dg.MetadataValue.md(_metrics_table(report)),
+        "plots": dg.MetadataValue.md("\n\n".join(plots.markdown_image(p, n) for n, p in pngs.items())),
+    })
+
+
+@dg.asset_check(asset=eval_report, blocking=True,
+                description="The deployable variant reaches the strict-accuracy threshold and beats the baseline.")
+def accuracy_gate(eval_report: dict) -> dg.AssetCheckResult:
+    gate = evaluate_gate({"variants": {n: {"scores": {"strict_accuracy": v["strict_accuracy"]},
+                                           "file_size_bytes": v["file_size_bytes"]}
+                                       for n, v in eval_report["variants"].items()},
+                          "baseline": ({"scores": {"strict_accuracy": eval_report["baseline_strict_accuracy"]}}
+                                       if eval_report.get("baseline_strict_accuracy") is not None else None)},
+                         eval_report["threshold"], eval_report["deployable"])
+    return dg.AssetCheckResult(
+        passed=gate.passed, description=gate.reason,
+        metadata={"variant": str(gate.variant), "strict_accuracy": float(gate.strict_accuracy or 0.0),
+                  "threshold": gate.threshold,
+                  "baseline_strict_accuracy": float(gate.baseline_strict_accuracy or 0.0)},
+    )

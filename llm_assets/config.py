@@ -1,0 +1,72 @@
+"""Dagster Config classes: the core's pydantic hyperparameters, shown in the Launchpad.
+
+Each class inherits its fields, descriptions and bounds from
+llm_assets.core.hyperparameters, so the Launchpad, the YAML presets and the
+core can never disagree. Invalid values fail before any compute starts.
+"""
+
+import dagster as dg
+
+from llm_assets.core import hyperparameters as hp
+
+
+class RawDatasetConfig(dg.Config, hp.RawDataParams):
+    """Where the raw examples come from."""
+
+
+class TrainingDatasetConfig(dg.Config, hp.DatasetParams):
+    """How raw examples become a validated train/validation split."""
+
+
+class BenchmarkConfig(dg.Config, hp.BenchmarkParams):
+    """The fixed benchmark; versioned apart from the training data."""
+
+
+class BaseModelConfig(dg.Config, hp.BaseModelParams):
+    """The base model to fine-tune."""
+
+
+class TrainingConfig(dg.Config, hp.TrainingParams):
+    """Fine-tuning hyperparameters."""
+
+
+class ExportConfig(dg.Config, hp.ExportParams):
+    """Which GGUF files to write."""
+
+
+class EvalConfig(dg.Config, hp.EvalParams):
+    """Benchmark evaluation and the accuracy gate."""
+
+
+CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {
+    "raw_dataset": RawDatasetConfig,
+    "training_dataset": TrainingDatasetConfig,
+    "eval_benchmark": BenchmarkConfig,
+    "base_model": BaseModelConfig,
+    "lora_adapter": TrainingConfig,
+    "gguf_model": ExportConfig,
+    "eval_report": EvalConfig,
+}
+
+
+def validate_run_config(run_config: dict) -> None:
+    """Check every asset's config of a run up front, so a typo fails before any compute.
+
+    Dagster validates each step's config when the step starts; the first steps
+    call this so that a bad learning rate fails the run in seconds, not after
+    data preparation. Raises ConfigError naming ops.<asset>.config.<field>.
+    """
+    import pydantic
+
+    from llm_assets.core.errors import ConfigError
+
+    for asset, section in ((run_config or {}).get("ops") or {}).items():
+        cls = CONFIG_BY_ASSET.get(asset)
+        if cls is None or not isinstance(section, dict):
+            continue
+        try:
+            cls(**(section.get("config") or {}))
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"ops.{asset}.config.{field}", err.get("input"), err["msg"]) from None

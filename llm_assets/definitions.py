@@ -1,0 +1,39 @@
+"""The code location: one Definitions object, assembled here and nowhere else.
+
+LLM_ASSETS_ENV picks the resources: "local" (default) keeps artifacts in
+./artifacts; "production" reads the artifact root and S3 credentials from
+environment variables at run time (never at import time).
+"""
+
+import os
+
+import dagster as dg
+
+from jobs import all_jobs
+from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
+from resources.artifact_store import ArtifactStoreResource
+from resources.manifest_io_manager import ManifestIOManager
+
+
+def _resources(env: str) -> dict:
+    if env == "local":
+        store = ArtifactStoreResource(root=os.environ.get("LLM_ASSETS_ARTIFACT_ROOT", "./artifacts"))
+    elif env == "production":
+        store = ArtifactStoreResource(
+            root=dg.EnvVar("LLM_ASSETS_ARTIFACT_ROOT"),
+            s3_endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"),
+            aws_region=dg.EnvVar("AWS_REGION"),
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        )
+    else:
+        raise ValueError(f"LLM_ASSETS_ENV={env!r}: expected 'local' or 'production'")
+    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)}
+
+
+defs = dg.Definitions(
+    assets=PIPELINE_ASSETS,
+    asset_checks=PIPELINE_CHECKS,
+    jobs=all_jobs,
+    resources=_resources(os.environ.get("LLM_ASSETS_ENV", "local")),
+)

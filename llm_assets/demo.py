@@ -1,0 +1,75 @@
+"""`make demo`: materialize the whole graph on the embedded default and print a summary.
+
+The last line printed is one JSON object:
+{"strict_accuracy", "gate_passed", "gguf", "gguf_bytes", "seconds"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def summarize(result, store, seconds: float) -> dict:
+    """The demo's last line, from the eval report and GGUF manifests the run just wrote."""
+    report = _read_manifest(store, "eval_report")
+    gguf = _read_manifest(store, "gguf_model")
+    gate = report["gate"]
+    variant = gate["variant"] or next(iter(gguf["variants"]))
+    folder = store.local_path(gguf["uri"])
+    path = (folder / gguf["variants"][variant]["file"]) if folder else f"{gguf['uri']}/{gguf['variants'][variant]['file']}"
+    check = next((e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                  and e.asset_check_evaluation_data.check_name == "accuracy_gate"), None)
+    return {
+        "strict_accuracy": round(float(gate["strict_accuracy"] or 0.0), 4),
+        "gate_passed": bool(check.asset_check_evaluation_data.passed) if check else False,
+        "gguf": str(path),
+        "gguf_bytes": int(gguf["variants"][variant]["bytes"]),
+        "seconds": round(seconds, 1),
+    }
+
+
+def _read_manifest(store, asset: str) -> dict:
+    uri = store.uri_for(f"manifests/{asset}.json")
+    return json.loads(store.local_path(uri).read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu_tiny", help="a configs/<name>.yaml preset (default cpu_tiny)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import dagster as dg
+
+    from jobs import load_preset
+    from llm_assets.definitions import defs
+
+    logging.getLogger("dagster").setLevel(logging.INFO)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("pet_model_job")
+    started = time.perf_counter()
+    result = job.execute_in_process(run_config=load_preset(args.preset), instance=instance, raise_on_error=False)
+    seconds = time.perf_counter() - started
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.is_failure]
+        print("demo: the run failed:\n  " + "\n  ".join(failures[:5]), file=sys.stderr)
+    store = defs.resources["artifact_store"].store()
+    try:
+        summary = summarize(result, store, seconds)
+    except (FileNotFoundError, KeyError, AttributeError) as exc:
+        print(f"demo: no evaluation to summarize ({exc})", file=sys.stderr)
+        return 1
+    print(f"run {result.run_id}: {'success' if result.success else 'FAILED'} in {seconds:.0f}s; "
+          f"deployable GGUF {Path(summary['gguf']).name}; open the Dagster UI with `make dev` to see it.")
+    print(json.dumps(summary))
+    return 0 if result.success and summary["gate_passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""GGUF evaluation for real: a tiny model built here, converted, run by llama.cpp."""
+
+import shutil
+
+import pytest
+
+from llm_assets.core.errors import ConfigError
+from llm_assets.core.evaluation import GgufGenerator, evaluate_variants, generate_gguf
+from llm_assets.core.gguf_export import convert_to_gguf
+from llm_assets.core.pet_benchmark import generate_benchmark
+from llm_assets.core.pet_task import generate_training_rows
+from llm_assets.core.tiny_model import EOS, TinyModelSpec, build_tiny_model
+
+SPEC = TinyModelSpec(vocab_size=300, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+                     pretrain_steps=5)
+MAX_TOKENS = 96  # the small spec's tokenizer needs up to ~73 tokens for an expected answer
+
+
+def chat(prompt: str) -> str:
+    return f"<|user|>\n{prompt}\n<|assistant|>\n"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    rows = generate_benchmark(n_per_category=2)
+    return {"prompts": [chat(r["prompt"]) for r in rows], "references": [r["completion"] for r in rows],
+            "categories": [r["category"] for r in rows]}
+
+
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory):
+    """The untrained tiny model, and a twin whose final norm is zero: its logits are all 0, so
+    greedy decoding picks token 0, the end-of-text token, at once."""
+    root = tmp_path_factory.mktemp("eval")
+    prompts = [r["prompt"] for r in generate_training_rows(300, seed=3)]
+    build_tiny_model(root / "hf", prompts, SPEC)
+    shutil.copytree(root / "hf", root / "mute_hf")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(root / "mute_hf" / "model.safetensors")
+    weights["model.norm.weight"].zero_()
+    save_file(weights, root / "mute_hf" / "model.safetensors", metadata={"format": "pt"})
+    paths = {"model": root / "model.gguf", "mute": root / "mute.gguf"}
+    convert_to_gguf(root / "hf", paths["model"], outtype="f32")
+    convert_to_gguf(root / "mute_hf", paths["mute"], outtype="f32")
+    return paths
+
+
+def test_special_tokens_are_parsed_in_prompts(ggufs):
+    with GgufGenerator(ggufs["model"]) as generator:
+        assert generator.tokenize("<|user|>") == [1]
+        assert generator.tokenize(EOS) == [0]
+        assert generator.tokenize(chat("hi"))[0] == 1
+        assert generator.n_ctx == SPEC.max_positions  # clamped to the training context
+
+
+def test_generate_gguf_is_greedy_and_bounded(ggufs, benchmark):
+    prompts = benchmark["prompts"]
+    first = generate_gguf(ggufs["model"], prompts, max_tokens=12, batch_size=4)
+    assert len(first) == len(prompts)
+    for out in first:
+        assert set(out) == {"text", "seconds", "completion_tokens"}
+        assert isinstance(out["text"], str) and out["seconds"] > 0
+        assert 0 <= out["completion_tokens"] <= 12
+    assert max(o["completion_tokens"] for o in first) == 12  # an untrained model rambles until cut off
+    # Greedy is deterministic, and batching does not change what a prompt gets.
+    assert generate_gguf(ggufs["model"], prompts, max_tokens=12, batch_size=4) == [
+        {**o, "seconds": pytest.approx(o["seconds"], abs=60)} for o in first]
+    one_by_one = generate_gguf(ggufs["model"], prompts[:4], max_tokens=12, batch_size=1)
+    assert [o["text"] for o in one_by_one] == [o["text"] for o in first[:4]]
+
+
+def test_generation_stops_at_end_of_text(ggufs, benchmark):
+    outputs = generate_gguf(ggufs["mute"], benchmark["prompts"][:3], max_tokens=20)
+    assert [(o["text"], o["completion_tokens"]) for o in outputs] == [("", 0)] * 3
+
+
+def test_evaluate_variants_report(ggufs, benchmark, tmp_path):
+    # Two variants and a baseline: the file copy stands in for a second quantization.
+    copy = shutil.copy(ggufs["model"], tmp_path / "copy.gguf")
+    progress = []
+    report = evaluate_variants({"f32": ggufs["model"], "copy": copy}, ggufs["mute"], **benchmark,
+                               max_tokens=MAX_TOKENS, threshold=0.95,
+                               on_progress=lambda *a: progress.append(a), batch_size=4)
+    n = len(benchmark["prompts"])
+    assert report["n_examples"] == n and set(report["variants"]) == {"f32", "copy"}
+    entry = report["variants"]["f32"]
+    assert entry["file_size_bytes"] == ggufs["model"].stat().st_size
+    assert entry["scores"]["n"] == n and entry["scores"]["strict_accuracy"] == 0.0
+    assert set(entry["scores"]["per_category"]) == set(benchmark["categories"])
+    assert entry["latency"]["n"] == 8 and 0 < entry["latency"]["mean_s"] <= entry["latency"]["p95_s"]
+    assert entry["throughput"]["examples_per_s"] > 0 and entry["throughput"]["batch_size"] == 4
+    assert 60 < entry["longest_answer_tokens"] <= MAX_TOKENS
+    assert entry["scores"] == report["variants"]["copy"]["scores"]  # same weights, same answers
+    assert len(entry["samples"]) == 3
+    baseline = report["baseline"]["scores"]
+    assert baseline["invalid_rate"] == 1.0 and baseline["strict_accuracy"] == 0.0
+    assert entry["improvement"]["strict_accuracy"] == 0.0
+    assert entry["improvement"]["invalid_rate"] == entry["scores"]["invalid_rate"] - 1.0
+    gate = report["gate"]
+    assert gate["passed"] is False and gate["threshold"] == 0.95
+    assert gate["reason"].startswith("no variant passes (threshold 0.95, baseline 0.000): f32 0.000")
+    assert progress[-1] == ("baseline", n, n)
+    assert ("f32", 4, n) in progress
+
+
+def test_named_deployable_variant_fails_with_its_reason(ggufs, benchmark):
+    report = evaluate_variants({"f32": ggufs["model"]}, None, benchmark["prompts"][:4],
+                               benchmark["references"][:4], max_tokens=MAX_TOKENS, deployable="f32",
+                               threshold=0.5)
+    assert report["baseline"] is None and "improvement" not in report["variants"]["f32"]
+    assert report["gate"]["reason"] == "f32 strict accuracy 0.000 < 0.5"
+
+
+def test_config_errors_come_before_any_generation(ggufs, benchmark, tmp_path):
+    missing = tmp_path / "missing.gguf"
+    args = (benchmark["prompts"], benchmark["references"])
+    with pytest.raises(ConfigError, match="deployable"):
+        evaluate_variants({"f32": missing}, None, *args, max_tokens=MAX_TOKENS, deployable="q4_k_m")
+    with pytest.raises(ConfigError, match="threshold"):
+        evaluate_variants({"f32": missing}, None, *args, max_tokens=MAX_TOKENS, threshold=95)
+    with pytest.raises(ConfigError, match="max_tokens=16.*cut off"):
+        evaluate_variants({"f32": ggufs["model"]}, None, *args, max_tokens=16)
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        generate_gguf(missing, args[0])
+    with pytest.raises(ConfigError, match="n_ctx"):
+        generate_gguf(ggufs["model"], [chat("hunger 50, " * 200)])

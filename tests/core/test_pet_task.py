@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from llm_assets.core import pet_benchmark as pb
+from llm_assets.core import pet_task as pt
+
+
+def state(hunger=40, energy=80, happiness=70, hygiene=80, time="morning", objects=()):
+    return pt.PetState(hunger, energy, happiness, hygiene, time, tuple(objects))
+
+
+@pytest.mark.parametrize("kwargs, action, target", [
+    (dict(objects=[("fox", 3), ("carrot", 1)], hunger=90), "hide", "none"),
+    (dict(objects=[("fox", 4), ("carrot", 2)], hunger=90), "eat", "carrot"),
+    (dict(hunger=70, objects=[("hay", 5), ("lettuce", 2)]), "eat", "lettuce"),
+    (dict(hunger=69, objects=[("hay", 5)]), "explore", "none"),
+    (dict(hunger=95, objects=[("ball", 1)]), "explore", "none"),  # hungry, nothing to eat
+    (dict(energy=20), "sleep", "none"),
+    (dict(energy=21), "explore", "none"),
+    (dict(energy=50, time="night"), "sleep", "none"),
+    (dict(energy=51, time="night"), "explore", "none"),
+    (dict(hygiene=30), "groom", "none"),
+    (dict(happiness=40, objects=[("tunnel", 3), ("ball", 3)]), "play", "tunnel"),  # tie: first named
+    (dict(happiness=40, objects=[("ball", 2), ("tunnel", 3)]), "play", "ball"),
+    (dict(happiness=10), "explore", "none"),  # sad, nothing to play with
+])
+def test_rules_pick_action_and_target(kwargs, action, target):
+    decision = pt.decide(state(**kwargs))
+    assert (decision["action"], decision["target"]) == (action, target)
+
+
+def test_stat_updates_clamp_to_0_100():
+    eat = pt.decide(state(hunger=80, happiness=95, objects=[("carrot", 1)]))
+    assert (eat["hunger"], eat["happiness"]) == (30, 100)
+    sleep = pt.decide(state(hunger=95, energy=5))
+    assert (sleep["energy"], sleep["hunger"]) == (100, 100)
+    explore = pt.decide(state(energy=25, hunger=0))
+    assert (explore["energy"], explore["hunger"]) == (15, 10)
+    hide = pt.decide(state(happiness=5, energy=4, objects=[("fox", 1)]))
+    assert (hide["happiness"], hide["energy"]) == (0, 0)
+
+
+def test_format_and_parse_round_trip():
+    decision = pt.decide(state(hunger=80, objects=[("carrot", 1)]))
+    text = pt.format_decision(decision)
+    assert pt.parse_decision(text) == decision
+    assert pt.parse_decision(text + "<|endoftext|> junk") == decision
+
+
+@pytest.mark.parametrize("text", [
+    "", "not json", '{"action":"eat"}', '{"action":"dance","target":"none","hunger":1,"energy":1,'
+    '"happiness":1,"hygiene":1}', '{"action":"eat","target":"none","hunger":"1","energy":1,"happiness":1,"hygiene":1}',
+])
+def test_parse_rejects_incomplete_or_ill_typed(text):
+    assert pt.parse_decision(text) is None
+
+
+def test_every_phrasing_mentions_every_value():
+    s = state(hunger=71, energy=22, happiness=43, hygiene=94, time="evening", objects=[("hay", 7)])
+    for i in range(len(pt.PHRASINGS)):
+        text = pt.render_prompt(s, i)
+        for value in ("71", "22", "43", "94", "evening", "hay", "7"):
+            assert value in text, (i, text)
+
+
+def test_training_rows_never_contain_benchmark_states():
+    rows = pt.generate_training_rows(3000, seed=5)
+    bench_prompts = {r["prompt"] for r in pb.generate_benchmark(20)}
+    assert not bench_prompts & {r["prompt"] for r in rows}
+    assert len({r["prompt"] for r in rows}) == 3000
+    actions = {json.loads(r["completion"])["action"] for r in rows}
+    assert actions == set(pt.ACTIONS)
+
+
+def test_benchmark_is_fixed_and_covers_edge_cases():
+    first, again = pb.generate_benchmark(30), pb.generate_benchmark(30)
+    assert first == again
+    assert {r["category"] for r in first} == set(pb.CATEGORIES)
+    assert all(r["prompt"].startswith("H") for r in first if r["category"] == "phrasing")
+    assert len({r["id"] for r in first}) == len(first)
+    # Labels are the rules' own answers.
+    assert all(pt.parse_decision(r["completion"]) is not None for r in first)
+    ties = [r for r in first if r["category"] == "tie"]
+    assert all(json.loads(r["completion"])["action"] in ("eat", "play") for r in ties)

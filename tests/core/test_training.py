@@ -1,0 +1,62 @@
+"""Real SFT runs on a tiny model: checkpoints, resume, health guards."""
+
+import json
+
+import pytest
+
+from llm_assets.core import pet_task, tiny_model, training
+from llm_assets.core.errors import TrainingHealthError
+from llm_assets.core.hyperparameters import TrainingParams
+
+SPEC = tiny_model.TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                pretrain_steps=0)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    rows = pet_task.generate_training_rows(64, seed=3)
+    out = tmp_path_factory.mktemp("base")
+    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC, answers=[r["completion"] for r in rows])
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(out)
+    framed = [{"prompt": tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
+                                                  add_generation_prompt=True),
+               "completion": r["completion"]} for r in rows]
+    return out, framed
+
+
+def params(**kw):
+    return TrainingParams(**({"batch_size": 8, "logging_steps": 1, "save_steps": 2, "lora_r": 4, "lora_alpha": 8}
+                             | kw))
+
+
+def test_lora_training_writes_adapter_history_and_checkpoints(base, tmp_path):
+    model_dir, rows = base
+    seen = []
+    result = training.train_sft(model_dir, rows[:56], rows[56:], tmp_path / "out", tmp_path / "ckpt",
+                                params(max_steps=4), on_progress=seen.append)
+    assert result["global_steps"] == 4 and result["resumed_from"] is None
+    assert result["eval_loss"] is not None
+    assert (tmp_path / "out" / "adapter_config.json").exists()
+    history = json.loads((tmp_path / "out" / "training_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
+    assert all("eta_seconds" in e and "total_steps" in e for e in seen)
+    assert training.latest_complete_checkpoint(tmp_path / "ckpt").name == "checkpoint-4"
+
+
+def test_resume_from_latest_complete_checkpoint_ignores_half_written_ones(base, tmp_path):
+    model_dir, rows = base
+    training.train_sft(model_dir, rows, [], tmp_path / "first", tmp_path / "ckpt", params(max_steps=2))
+    (tmp_path / "ckpt" / "checkpoint-3").mkdir()  # a crash mid-save: no completion marker
+    assert training.latest_complete_checkpoint(tmp_path / "ckpt").name == "checkpoint-2"
+    result = training.train_sft(model_dir, rows, [], tmp_path / "second", tmp_path / "ckpt", params(max_steps=4))
+    assert result["resumed_from"] == "checkpoint-2"
+    assert result["global_steps"] == 4
+
+
+def test_exploding_learning_rate_stops_with_a_clear_message(base, tmp_path):
+    model_dir, rows = base
+    with pytest.raises(TrainingHealthError, match="step"):
+        training.train_sft(model_dir, rows, [], tmp_path / "out", tmp_path / "ckpt",
+                           params(max_steps=30, learning_rate=0.9, max_grad_norm_alert=50.0,
+                                  method="full", warmup_ratio=0.0))
+    assert not (tmp_path / "out").exists()  # nothing half-made is left where a later step would trust it

@@ -1,0 +1,25 @@
+"""Run configs small enough for tests: the real graph, seconds instead of minutes."""
+
+TINY_BASE = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2,
+             "pretrain_steps": 5}
+
+
+def tiny_run_config(source: str = "embedded:pet", num_examples: int = 200, **training) -> dict:
+    return {"ops": {
+        "raw_dataset": {"config": {"source": source, "num_examples": num_examples}},
+        "eval_benchmark": {"config": {"examples_per_category": 4}},
+        "base_model": {"config": TINY_BASE},
+        "lora_adapter": {"config": {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "save_steps": 2,
+                                    "logging_steps": 1, "learning_rate": 1e-3, "lora_r": 4, "lora_alpha": 8,
+                                    **training}},
+        "gguf_model": {"config": {"float_type": "f32", "quantizations": ["q8_0"]}},
+        "eval_report": {"config": {"max_examples": 8}},
+    }}
+
+
+def resources_for(root) -> dict:
+    from resources.artifact_store import ArtifactStoreResource
+    from resources.manifest_io_manager import ManifestIOManager
+
+    store = ArtifactStoreResource(root=str(root))
+    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)}

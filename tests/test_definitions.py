@@ -1,0 +1,74 @@
+"""The code location loads with the expected graph, checks and jobs, and every preset is valid config."""
+
+import dagster as dg
+import pytest
+
+from jobs import load_preset, preset_names
+from llm_assets.assets import PIPELINE_CHECKS
+from llm_assets.config import CONFIG_BY_ASSET, validate_run_config
+from llm_assets.core.errors import ConfigError
+from llm_assets.definitions import defs
+
+EDGES = {
+    "training_dataset": {"raw_dataset", "base_model", "eval_benchmark"},
+    "lora_adapter": {"training_dataset", "base_model"},
+    "gguf_model": {"lora_adapter", "base_model", "training_dataset"},
+    "eval_report": {"gguf_model", "eval_benchmark", "base_model", "lora_adapter"},
+}
+
+
+def test_graph_shape_checks_and_groups():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lora_adapter",
+                    "gguf_model", "eval_report"}
+    for asset, parents in EDGES.items():
+        assert {p.to_user_string() for p in graph.get(dg.AssetKey(asset)).parent_keys} == parents
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == {("training_dataset", "training_data_valid"), ("eval_report", "accuracy_gate")}
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.group_name in {"data", "training", "export", "evaluation"}
+        assert spec.description
+
+
+def test_checks_are_blocking():
+    specs = [spec for checks in PIPELINE_CHECKS for spec in checks.check_specs]
+    assert len(specs) == 2
+    assert all(spec.blocking for spec in specs)
+
+
+def test_jobs_one_per_preset():
+    names = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"pet_model_job"} | {f"train_{p}_job" for p in preset_names()} <= names
+    assert {"cpu_tiny", "gpu_small", "gpu_medium", "gpu_large"} <= set(preset_names())
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_presets_are_valid_config(preset):
+    config = load_preset(preset)
+    validate_run_config(config)
+    assert set(config["ops"]) <= set(CONFIG_BY_ASSET)
+    job = defs.resolve_job_def(f"train_{preset}_job")
+    assert job.run_config_schema.config_type is not None
+
+
+def test_every_config_field_has_a_description():
+    for cls in CONFIG_BY_ASSET.values():
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name} has no description"
+
+
+@pytest.mark.parametrize("asset, field, value", [
+    ("lora_adapter", "learning_rate", -0.1),
+    ("lora_adapter", "epochs", 0),
+    ("eval_report", "threshold", 1.5),
+    ("training_dataset", "validation_fraction", 0.0),
+])
+def test_bad_values_are_rejected_naming_the_field(asset, field, value):
+    with pytest.raises(ConfigError, match=rf"ops\.{asset}\.config\.{field}"):
+        validate_run_config({"ops": {asset: {"config": {field: value}}}})
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="cpu_tiny"):
+        load_preset("no_such_preset")

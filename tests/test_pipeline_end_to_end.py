@@ -1,0 +1,120 @@
+"""The whole graph, materialized for real on a tiny config: data to gated GGUF."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
+from llm_assets.core import pet_task
+from llm_assets.core.artifacts import LocalArtifactStore, sha256_file
+from tests.pipeline_configs import resources_for, tiny_run_config
+
+ASSETS = ["raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lora_adapter", "gguf_model",
+          "eval_report"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("artifacts")
+    monkeypatch_module.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(root / "checkpoints"))
+    result = dg.materialize(PIPELINE_ASSETS + PIPELINE_CHECKS, resources=resources_for(root),
+                            run_config=tiny_run_config(), raise_on_error=False)
+    return result, LocalArtifactStore(root), root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def manifest(store, name):
+    return json.loads(store.local_path(store.uri_for(f"manifests/{name}.json")).read_text())
+
+
+def test_every_asset_materializes_with_location_hash_and_data_version(run):
+    result, store, _ = run
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    assert sorted(mats) == sorted(ASSETS)
+    for name in ASSETS:
+        meta = mats[name].materialization.metadata
+        value = manifest(store, name)
+        assert meta["sha256"].value == value["sha256"]
+        assert mats[name].materialization.tags["dagster/data_version"] == value["sha256"][:16]
+        path = store.local_path(value["uri"], expected_sha256=value["sha256"])  # verifies the bytes
+        assert path.exists()
+
+
+def test_training_data_check_passes_on_generated_data(run):
+    result, _, _ = run
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["training_data_valid"].passed
+
+
+def test_under_trained_model_fails_the_gate_with_a_reason(run):
+    result, store, _ = run
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    gate = checks["accuracy_gate"]
+    assert not gate.passed
+    assert "strict accuracy" in gate.description and "0.95" in gate.description
+    report = manifest(store, "eval_report")
+    assert report["gate"]["passed"] is False
+
+
+def test_eval_report_has_metrics_plots_and_baseline(run):
+    _, store, _ = run
+    value = manifest(store, "eval_report")
+    folder = store.local_path(value["uri"])
+    report = json.loads((folder / "eval_report.json").read_text())
+    assert set(report["variants"]) == {"f32", "q8_0"}
+    scores = report["variants"]["q8_0"]["scores"]
+    for key in ("strict_accuracy", "per_field_accuracy", "exact_match", "jaccard", "rouge_l", "bleu",
+                "invalid_rate", "action_distribution", "confusion"):
+        assert key in scores, key
+    assert report["baseline"]["scores"]["n"] == 8
+    for png in ("loss_curve.png", "per_field_accuracy.png", "action_confusion.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gguf_tokenizes_and_answers_like_the_hf_model(run):
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_assets.core.gguf_export import merge_adapter
+
+    _, store, root = run
+    gguf = manifest(store, "gguf_model")
+    folder = store.local_path(gguf["uri"])
+    for variant in gguf["variants"].values():
+        assert sha256_file(folder / variant["file"]) == variant["sha256"]
+        assert (folder / f"Modelfile.{variant['quantization']}").exists()
+        assert "## " in (folder / f"MODEL_CARD.{variant['quantization']}.md").read_text()
+    base = store.local_path(manifest(store, "base_model")["uri"])
+    adapter = store.local_path(manifest(store, "lora_adapter")["uri"])
+    merged = merge_adapter(base, adapter, root / "merged-for-test")
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    llm = Llama(model_path=str(folder / gguf["variants"]["f32"]["file"]), n_ctx=256, verbose=False)
+    for row in pet_task.generate_training_rows(3, seed=99):
+        prompt = tok.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False,
+                                         add_generation_prompt=True)
+        hf_ids = tok(prompt)["input_ids"]
+        assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == hf_ids
+        with torch.no_grad():
+            out = model.generate(torch.tensor([hf_ids]), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=tok.eos_token_id)
+        hf_new = out[0, len(hf_ids):].tolist()
+        llm.reset()
+        llm.eval(hf_ids)
+        gguf_new = []
+        for _ in range(len(hf_new)):
+            token = int(llm.sample(temp=0.0))
+            gguf_new.append(token)
+            if token == tok.eos_token_id:
+                break
+            llm.eval([token])
+        assert gguf_new == hf_new[: len(gguf_new)] and len(gguf_new) == len(hf_new)
