@@ -17,7 +17,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install demo test dev bench clean
+.PHONY: install demo test dev clean
 
 install: $(STAMP)
 
@@ -44,9 +44,6 @@ test: install
 dev: install
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
-
-bench: install
-	$(PY) -m bench.run_all
 
 clean:
 	rm -rf artifacts .dagster_home .pytest_cache

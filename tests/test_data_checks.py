@@ -38,7 +38,9 @@ def test_invalid_rows_fail_the_blocking_check_and_training_never_runs(tmp_path):
         GOOD[0],                                               # line 33: duplicate of line 1
         {"prompt": "hunger 1 " * 400, "completion": "long"},   # line 34: over-length
     ])
-    result = _materialize(tmp_path, tiny_run_config(source=str(data)))
+    config = tiny_run_config(source=str(data))
+    config["ops"]["training_dataset"] = {"config": {"max_duplicate_fraction": 0.0}}
+    result = _materialize(tmp_path, config)
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     check = checks["training_data_valid"]

@@ -59,7 +59,7 @@ def test_under_trained_model_fails_the_gate_with_a_reason(run):
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     gate = checks["accuracy_gate"]
     assert not gate.passed
-    assert "strict accuracy" in gate.description and "0.95" in gate.description
+    assert "no variant passes" in gate.description and "threshold 0.95" in gate.description
     report = manifest(store, "eval_report")
     assert report["gate"]["passed"] is False
 

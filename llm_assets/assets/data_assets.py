@@ -115,5 +115,6 @@ def training_data_valid(training_dataset: dict) -> dg.AssetCheckResult:
         passed=bool(report["passed"]),
         description=("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")) if problems else "all rows valid",
         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+                  "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in report["warnings"]) or "none"),
                   "counts": dg.MetadataValue.json(report["counts"])},
     )

@@ -32,7 +32,7 @@ def _metrics_table(report: dict) -> str:
     return head + "\n".join(
         f"| {name} | {e['scores']['strict_accuracy']:.3f} | {e['scores']['exact_match']:.3f} | "
         f"{e['scores']['invalid_rate']:.3f} | {e['scores']['rouge_l']:.3f} | {e['scores']['bleu']:.1f} | "
-        f"{1000 * e['latency']['mean_seconds']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
+        f"{1000 * e['latency']['mean_s']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
 
 
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"])
@@ -67,7 +67,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_
                                                            / "training_history.json").read_text())),
             "per_field_accuracy": plots.per_field_accuracy_png(report),
             "action_confusion": plots.confusion_matrix_png(
-                report["variants"][deployable or next(iter(variants))]["scores"]["confusion_matrix"],
+                report["variants"][deployable or next(iter(variants))]["scores"]["confusion"],
                 list(pet_task.ACTIONS) + ["invalid"]),
         }
         out = tmp / "eval_report"

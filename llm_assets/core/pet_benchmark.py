@@ -40,16 +40,16 @@ def _boundary(rng: random.Random) -> pt.PetState:
         return pt.PetState(**_calm(rng, hunger=pt.HUNGRY_AT - rng.randint(0, 1)), time=time,
                            objects=_objects(rng, ((food, rng.randint(1, 9)),), avoid=("fox",)))
     if case == 1:
-        return pt.PetState(**_calm(rng, energy=pt.EXHAUSTED_AT + rng.randint(0, 1)), time=time,
+        return pt.PetState(**_calm(rng, energy=pt.EXHAUSTED_BELOW - rng.randint(0, 1)), time=time,
                            objects=_objects(rng, avoid=("fox",)))
     if case == 2:
-        return pt.PetState(**_calm(rng, energy=pt.NIGHT_TIRED_AT + rng.randint(0, 1)), time="night",
+        return pt.PetState(**_calm(rng, energy=pt.NIGHT_TIRED_BELOW - rng.randint(0, 1)), time="night",
                            objects=_objects(rng, avoid=("fox",)))
     if case == 3:
-        return pt.PetState(**_calm(rng, hygiene=pt.DIRTY_AT + rng.randint(0, 1)), time=time,
+        return pt.PetState(**_calm(rng, hygiene=pt.DIRTY_BELOW - rng.randint(0, 1)), time=time,
                            objects=_objects(rng, avoid=("fox",)))
     if case == 4:
-        return pt.PetState(**_calm(rng, happiness=pt.SAD_AT + rng.randint(0, 1)), time=time,
+        return pt.PetState(**_calm(rng, happiness=pt.SAD_BELOW - rng.randint(0, 1)), time=time,
                            objects=_objects(rng, ((toy, rng.randint(1, 9)),), avoid=("fox",)))
     if case == 5:  # fox right at the danger distance, or one step beyond
         return pt.PetState(**_calm(rng), time=time,
@@ -57,8 +57,8 @@ def _boundary(rng: random.Random) -> pt.PetState:
     if case == 6:  # eating clamps hunger at 0 and happiness at 100
         return pt.PetState(**_calm(rng, hunger=rng.randint(70, 100), happiness=rng.randint(91, 100)),
                            time=time, objects=_objects(rng, ((food, rng.randint(1, 9)),), avoid=("fox",)))
-    if case == 7:  # exploring with almost no energy left clamps at 0 ... 
-        return pt.PetState(**_calm(rng, energy=rng.randint(21, 29), hunger=rng.randint(91, 100)
+    if case == 7:  # exploring: energy falls, hunger rises and clamps at 100
+        return pt.PetState(**_calm(rng, energy=rng.randint(20, 29), hunger=rng.randint(91, 100)
                                    if rng.random() < 0.5 else rng.randint(0, 60)),
                            time=time, objects=_objects(rng, avoid=("fox",) + pt.FOODS))
     # extremes: stats at 0 and 100
@@ -74,7 +74,7 @@ def _tie(rng: random.Random) -> pt.PetState:
         return pt.PetState(**_calm(rng, hunger=rng.randint(70, 100)), time=rng.choice(pt.TIMES),
                            objects=_objects(rng, ((a, d), (b, d)), avoid=("fox",)))
     a, b = pt.TOYS
-    return pt.PetState(**_calm(rng, happiness=rng.randint(0, 40)), time=rng.choice(pt.TIMES[:3]),
+    return pt.PetState(**_calm(rng, happiness=rng.randint(0, 39)), time=rng.choice(pt.TIMES[:3]),
                        objects=_objects(rng, ((a, d), (b, d)), avoid=("fox",)))
 
 
@@ -84,7 +84,7 @@ def _no_object(rng: random.Random) -> pt.PetState:
         return pt.PetState(**_calm(rng, hunger=rng.randint(70, 100)), time=rng.choice(pt.TIMES[:3]),
                            objects=_objects(rng, avoid=pt.FOODS + ("fox",)))
     if case == 1:  # sad, but there is nothing to play with
-        return pt.PetState(**_calm(rng, happiness=rng.randint(0, 40)), time=rng.choice(pt.TIMES[:3]),
+        return pt.PetState(**_calm(rng, happiness=rng.randint(0, 39)), time=rng.choice(pt.TIMES[:3]),
                            objects=_objects(rng, avoid=pt.TOYS + ("fox",)))
     return pt.PetState(**_calm(rng), time=rng.choice(pt.TIMES), objects=())
 

@@ -26,13 +26,14 @@ TIMES = ("morning", "afternoon", "evening", "night")
 NO_TARGET = "none"
 DECISION_FIELDS = ("action", "target") + STATS
 
-# Thresholds of the rule set; the benchmark probes each one exactly.
-FOX_DANGER_DISTANCE = 3
-HUNGRY_AT = 70
-EXHAUSTED_AT = 20
-NIGHT_TIRED_AT = 50
-DIRTY_AT = 30
-SAD_AT = 40
+# Thresholds of the rule set; the benchmark probes each one exactly. Stat
+# thresholds sit on multiples of ten, as a keeper would state them.
+FOX_DANGER_DISTANCE = 3   # fox at <= 3 m: hide
+HUNGRY_AT = 70            # hunger >= 70: eat, if there is food
+EXHAUSTED_BELOW = 20      # energy < 20: sleep
+NIGHT_TIRED_BELOW = 50    # at night, energy < 50: sleep
+DIRTY_BELOW = 30          # hygiene < 30: groom
+SAD_BELOW = 40            # happiness < 40: play, if there is a toy
 MAX_DISTANCE = 9
 
 # Stat changes per action: an int is a delta, a string "=N" sets the value.
@@ -81,11 +82,11 @@ def decide(state: PetState) -> dict:
         action, target = "hide", NO_TARGET
     elif state.hunger >= HUNGRY_AT and food:
         action, target = "eat", food
-    elif state.energy <= EXHAUSTED_AT or (state.time == "night" and state.energy <= NIGHT_TIRED_AT):
+    elif state.energy < EXHAUSTED_BELOW or (state.time == "night" and state.energy < NIGHT_TIRED_BELOW):
         action, target = "sleep", NO_TARGET
-    elif state.hygiene <= DIRTY_AT:
+    elif state.hygiene < DIRTY_BELOW:
         action, target = "groom", NO_TARGET
-    elif state.happiness <= SAD_AT and toy:
+    elif state.happiness < SAD_BELOW and toy:
         action, target = "play", toy
     else:
         action, target = "explore", NO_TARGET

@@ -45,13 +45,15 @@ def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: 
         def __init__(self):
             self.best = math.inf
             self.started = time.perf_counter()
-            self.first_step = None
+            self.first_step = 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            # A resumed run starts past step 0: the ETA counts only this run's steps.
+            self.started, self.first_step = time.perf_counter(), state.global_step
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
             step, total = state.global_step, max(state.max_steps, 1)
-            if self.first_step is None:
-                self.first_step = step
             entry = {"step": step, "epoch": round(state.epoch or 0, 3), **logs}
             history.append(entry)
             loss, grad = logs.get("loss"), logs.get("grad_norm")
@@ -68,7 +70,7 @@ def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: 
                 raise TrainingHealthError(f"gradient norm {grad} at step {step} exceeds max_grad_norm_alert="
                                           f"{params.max_grad_norm_alert}: stopping")
             elapsed = time.perf_counter() - self.started
-            done = max(step - (self.first_step or 0), 1)
+            done = max(step - self.first_step, 1)
             entry["eta_seconds"] = round(elapsed / done * (total - step), 1)
             entry["total_steps"] = total
             if on_progress:
@@ -111,6 +113,9 @@ def _sft_config(params: TrainingParams, output_dir: Path, max_length: int, has_e
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # TRL turns activation checkpointing on by default; models that fit in
+        # memory train about a third faster without recomputing activations.
+        gradient_checkpointing=False,
         use_cpu=not _cuda_available(),
         bf16=_cuda_available(),
     )

@@ -16,13 +16,15 @@ def state(hunger=40, energy=80, happiness=70, hygiene=80, time="morning", object
     (dict(hunger=70, objects=[("hay", 5), ("lettuce", 2)]), "eat", "lettuce"),
     (dict(hunger=69, objects=[("hay", 5)]), "explore", "none"),
     (dict(hunger=95, objects=[("ball", 1)]), "explore", "none"),  # hungry, nothing to eat
-    (dict(energy=20), "sleep", "none"),
-    (dict(energy=21), "explore", "none"),
-    (dict(energy=50, time="night"), "sleep", "none"),
-    (dict(energy=51, time="night"), "explore", "none"),
-    (dict(hygiene=30), "groom", "none"),
-    (dict(happiness=40, objects=[("tunnel", 3), ("ball", 3)]), "play", "tunnel"),  # tie: first named
-    (dict(happiness=40, objects=[("ball", 2), ("tunnel", 3)]), "play", "ball"),
+    (dict(energy=19), "sleep", "none"),
+    (dict(energy=20), "explore", "none"),
+    (dict(energy=49, time="night"), "sleep", "none"),
+    (dict(energy=50, time="night"), "explore", "none"),
+    (dict(hygiene=29), "groom", "none"),
+    (dict(hygiene=30), "explore", "none"),
+    (dict(happiness=39, objects=[("tunnel", 3), ("ball", 3)]), "play", "tunnel"),  # tie: first named
+    (dict(happiness=39, objects=[("ball", 2), ("tunnel", 3)]), "play", "ball"),
+    (dict(happiness=40, objects=[("ball", 2)]), "explore", "none"),
     (dict(happiness=10), "explore", "none"),  # sad, nothing to play with
 ])
 def test_rules_pick_action_and_target(kwargs, action, target):
