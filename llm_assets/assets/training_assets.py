@@ -2,7 +2,6 @@
 
 
 import hashlib
-import json
 import os
 from pathlib import Path
 

@@ -30,7 +30,8 @@ def prepare_base_model(params: BaseModelParams, out_dir: Path,
         rng = random.Random(CORPUS_SEED)
         answers = [r["completion"] for r in corpus]
         rng.shuffle(answers)  # unpaired: the pairing is what fine-tuning teaches
-        info = tiny_model.build_tiny_model(out_dir, [r["prompt"] for r in corpus], spec, on_step, answers=answers)
+        info = tiny_model.build_tiny_model(out_dir, [r["prompt"] for r in corpus], spec, on_step, answers=answers,
+                                           domain_words=pet_task.OBJECTS)
         return {**info, "revision": None}
     return _copy_pretrained(params, out_dir)
 

@@ -56,8 +56,15 @@ class TinyModelSpec:
     seed: int = 0
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int):
-    """A byte-level BPE tokenizer trained on `texts`, as a transformers fast tokenizer."""
+def train_tokenizer(texts: Sequence[str], vocab_size: int, domain_words: Sequence[str] = ()):
+    """A byte-level BPE tokenizer trained on `texts`, as a transformers fast tokenizer.
+
+    `domain_words` become whole added tokens: the BPE pre-tokenizer glues a
+    leading space or punctuation mark to a word, so " carrot", ",carrot" and
+    the answer's "carrot" would be three unrelated tokens; as one added token
+    the model copies the name from the question into the answer directly.
+    llama.cpp splits out added (user-defined) tokens the same way.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -74,6 +81,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
                                    additional_special_tokens=[USER, ASSISTANT])
+    fast.add_tokens(list(domain_words))
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -93,6 +101,7 @@ def build_tiny_model(
     spec: TinyModelSpec = TinyModelSpec(),
     on_step: Callable[[int, int, float], None] | None = None,
     answers: Sequence[str] = (),
+    domain_words: Sequence[str] = (),
 ) -> dict:
     """Train a tokenizer, build the model, pretrain it briefly; save to `out_dir`.
 
@@ -104,7 +113,7 @@ def build_tiny_model(
     started = time.perf_counter()
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    tokenizer = train_tokenizer(list(prompts) + list(answers), spec.vocab_size)
+    tokenizer = train_tokenizer(list(prompts) + list(answers), spec.vocab_size, domain_words)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
