@@ -162,6 +162,25 @@ def random_state(rng: random.Random) -> PetState:
     return PetState(*(rng.randint(0, 100) for _ in STATS), time=rng.choice(TIMES), objects=objects)
 
 
+def focused_state(rng: random.Random) -> PetState:
+    """A state where choosing the target matters: hungry with food around, or sad with toys.
+
+    Uniform sampling makes such states rare (about a quarter of rows), and the
+    target is the hardest field to learn; training draws half its rows here.
+    """
+    state = random_state(rng)
+    kinds = FOODS if rng.random() < 0.6 else TOYS
+    names = rng.sample(kinds, rng.randint(1, len(kinds)))
+    others = [o for o in state.objects if o[0] not in names and o[0] != "fox"][:2]
+    objects = [(n, rng.randint(1, MAX_DISTANCE)) for n in names] + others
+    if rng.random() < 0.25 and len(names) > 1:  # equal distances: the first named wins
+        objects[1] = (objects[1][0], objects[0][1])
+    rng.shuffle(objects)
+    stats = {"hunger": rng.randint(HUNGRY_AT, 100)} if kinds is FOODS else {
+        "hunger": rng.randint(0, HUNGRY_AT - 1), "happiness": rng.randint(0, SAD_BELOW - 1)}
+    return PetState(**({s: getattr(state, s) for s in STATS} | stats), time=state.time, objects=tuple(objects))
+
+
 def is_benchmark_state(state: PetState) -> bool:
     """A fixed eighth of the state space is reserved for the benchmark.
 
@@ -180,7 +199,7 @@ def generate_training_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows, seen = [], set()
     while len(rows) < n:
-        state = random_state(rng)
+        state = focused_state(rng) if len(rows) % 2 else random_state(rng)
         if is_benchmark_state(state) or state.key() in seen:
             continue
         seen.add(state.key())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
@@ -71,6 +73,9 @@ def create_registry_engine(url: str, timeout_s: float) -> Engine:
             # SQLAlchemy 2.1 defaults to psycopg 3; the project installs psycopg2-binary.
             driver = "psycopg2" if importlib.util.find_spec("psycopg2") else "psycopg"
             parsed = parsed.set(drivername=f"postgresql+{driver}")
+        if not importlib.util.find_spec(parsed.get_driver_name()):
+            raise RegistryError(f"{mask_url(url)}: PostgreSQL needs the {parsed.get_driver_name()} driver "
+                                f"(pip install psycopg2-binary)")
         ms = max(1, int(timeout_s * 1000))
         # A lock wait counts toward the statement too: the longer statement bound lets "lock timeout" be the
         # error a waiting writer sees. connect_args replace the URL's own ?options= (e.g.
@@ -97,9 +102,7 @@ def _sqlite_engine(parsed, timeout_s: float) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        # WAL: readers (the server, the CLI) never wait for a writer, nor block one.
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor, timeout_s)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -109,6 +112,28 @@ def _sqlite_engine(parsed, timeout_s: float) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cursor, timeout_s: float) -> None:
+    """WAL: readers (the server, the CLI) never wait for a writer, nor block one.
+
+    Switching a fresh file to WAL needs it exclusively and SQLite answers "locked" at once, without its busy
+    timeout, while other connections open it: retry for up to timeout_s, then go on in the default journal
+    mode (correct, only less concurrent).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def upgrade_to_head(engine: Engine) -> None:

@@ -41,7 +41,11 @@ class ModelRegistry:
         self._engine = None
         with self._errors("open"):
             self._engine = create_registry_engine(self.url, timeout_s)
-            upgrade_to_head(self._engine)
+            try:
+                upgrade_to_head(self._engine)
+            except BaseException:
+                self._engine.dispose()
+                raise
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
         self._writer = sessionmaker(self._engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
 
@@ -304,7 +308,8 @@ class ModelRegistry:
         return {a.name: a for a in s.scalars(select(Alias).where(Alias.model_id == m.id))}
 
     def _aliases(self, s: Session, m: Model) -> dict[str, int]:
-        rows = s.execute(select(Alias.name, ModelVersion.version).join(ModelVersion, Alias.version_id == ModelVersion.id)
+        rows = s.execute(select(Alias.name, ModelVersion.version)
+                         .join(ModelVersion, Alias.version_id == ModelVersion.id)
                          .where(Alias.model_id == m.id).order_by(Alias.name))
         return {name: version for name, version in rows}
 
