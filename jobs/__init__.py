@@ -12,7 +12,9 @@ import dagster as dg
 import yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-PIPELINE = dg.AssetSelection.groups("data", "training", "export", "evaluation")
+# Training ends at registered_model; production_model moves only through promote_job (sensor or UI).
+PIPELINE = dg.AssetSelection.groups("data", "training", "export", "evaluation") | dg.AssetSelection.assets(
+    "registered_model")
 
 
 def load_preset(name_or_path: str) -> dict:
@@ -40,4 +42,8 @@ preset_jobs = [
     for name in preset_names()
 ]
 
-all_jobs = [pet_model_job, *preset_jobs]
+promote_job = dg.define_asset_job(
+    "promote_job", selection=dg.AssetSelection.assets("production_model"),
+    description="Promote a registered version (config: version) and materialize production_model.")
+
+all_jobs = [pet_model_job, promote_job, *preset_jobs]

@@ -13,6 +13,8 @@ from jobs import all_jobs
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 from resources.artifact_store import ArtifactStoreResource
 from resources.manifest_io_manager import ManifestIOManager
+from resources.registry import ModelRegistryResource
+from sensors import all_sensors
 
 
 def _resources(env: str) -> dict:
@@ -26,14 +28,19 @@ def _resources(env: str) -> dict:
             aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
         )
+        registry = ModelRegistryResource(url=dg.EnvVar("LLM_ASSETS_REGISTRY_URL"))
     else:
         raise ValueError(f"LLM_ASSETS_ENV={env!r}: expected 'local' or 'production'")
-    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)}
+    if env == "local":  # url unset: LLM_ASSETS_REGISTRY_URL or $DAGSTER_HOME/registry.db, read at use time
+        registry = ModelRegistryResource()
+    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
+            "model_registry": registry}
 
 
 defs = dg.Definitions(
     assets=PIPELINE_ASSETS,
     asset_checks=PIPELINE_CHECKS,
     jobs=all_jobs,
+    sensors=all_sensors,
     resources=_resources(os.environ.get("LLM_ASSETS_ENV", "local")),
 )

@@ -1,3 +1,5 @@
-"""Sensors of the pipeline (promotion, new data, gate-failure retraining) live here."""
+"""Small, cursor-based sensors: promotion (this issue), new data and gate-failure retraining (later)."""
 
-all_sensors: list = []
+from sensors.promotion import promotion_sensor
+
+all_sensors = [promotion_sensor]

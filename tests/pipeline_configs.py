@@ -17,9 +17,11 @@ def tiny_run_config(source: str = "embedded:pet", num_examples: int = 200, **tra
     }}
 
 
-def resources_for(root) -> dict:
+def resources_for(root, **registry) -> dict:
     from resources.artifact_store import ArtifactStoreResource
     from resources.manifest_io_manager import ManifestIOManager
+    from resources.registry import ModelRegistryResource
 
     store = ArtifactStoreResource(root=str(root))
-    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)}
+    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
+            "model_registry": ModelRegistryResource(url=f"sqlite:///{root}/registry.db", **registry)}

@@ -13,7 +13,9 @@ EDGES = {
     "training_dataset": {"raw_dataset", "base_model", "eval_benchmark"},
     "lora_adapter": {"training_dataset", "base_model"},
     "gguf_model": {"lora_adapter", "base_model", "training_dataset"},
-    "eval_report": {"gguf_model", "eval_benchmark", "base_model", "lora_adapter"},
+    "eval_report": {"gguf_model", "eval_benchmark", "base_model", "lora_adapter", "training_dataset"},
+    "registered_model": {"eval_report"},
+    "production_model": {"registered_model"},
 }
 
 
@@ -21,13 +23,13 @@ def test_graph_shape_checks_and_groups():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lora_adapter",
-                    "gguf_model", "eval_report"}
+                    "gguf_model", "eval_report", "registered_model", "production_model"}
     for asset, parents in EDGES.items():
         assert {p.to_user_string() for p in graph.get(dg.AssetKey(asset)).parent_keys} == parents
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert checks == {("training_dataset", "training_data_valid"), ("eval_report", "accuracy_gate")}
     for spec in defs.resolve_all_asset_specs():
-        assert spec.group_name in {"data", "training", "export", "evaluation"}
+        assert spec.group_name in {"data", "training", "export", "evaluation", "registry"}
         assert spec.description
 
 
@@ -37,9 +39,12 @@ def test_checks_are_blocking():
     assert all(spec.blocking for spec in specs)
 
 
-def test_jobs_one_per_preset():
+def test_jobs_one_per_preset_and_promotion_sensor():
     names = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"pet_model_job"} | {f"train_{p}_job" for p in preset_names()} <= names
+    assert {"pet_model_job", "promote_job"} | {f"train_{p}_job" for p in preset_names()} <= names
+    assert [s.name for s in defs.sensors] == ["promotion_sensor"]
+    training = defs.resolve_job_def("pet_model_job").asset_layer.selected_asset_keys
+    assert dg.AssetKey("registered_model") in training and dg.AssetKey("production_model") not in training
     assert {"cpu_tiny", "gpu_small", "gpu_medium", "gpu_large"} <= set(preset_names())
 
 

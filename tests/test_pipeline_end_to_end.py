@@ -18,7 +18,8 @@ ASSETS = ["raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lo
 def run(tmp_path_factory, monkeypatch_module):
     root = tmp_path_factory.mktemp("artifacts")
     monkeypatch_module.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(root / "checkpoints"))
-    result = dg.materialize(PIPELINE_ASSETS + PIPELINE_CHECKS, resources=resources_for(root),
+    training = [a for a in PIPELINE_ASSETS if a.key.to_user_string() != "production_model"]
+    result = dg.materialize(training + PIPELINE_CHECKS, resources=resources_for(root),
                             run_config=tiny_run_config(), raise_on_error=False)
     return result, LocalArtifactStore(root), root
 
@@ -62,6 +63,14 @@ def test_under_trained_model_fails_the_gate_with_a_reason(run):
     assert "no variant passes" in gate.description and "threshold 0.95" in gate.description
     report = manifest(store, "eval_report")
     assert report["gate"]["passed"] is False
+    # Blocked downstream, but kept in the audit trail as a rejected version.
+    assert "registered_model" not in {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    from llm_assets.core.registry import ModelRegistry
+
+    with ModelRegistry(f"sqlite:///{run[2]}/registry.db") as registry:
+        [version] = registry.list_versions("pet-brain")
+    assert version.status == "rejected" and version.gate_passed is False
+    assert version.gate_reason == gate.description
 
 
 def test_eval_report_has_metrics_plots_and_baseline(run):

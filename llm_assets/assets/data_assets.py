@@ -94,7 +94,7 @@ def training_dataset(context: dg.AssetExecutionContext, config: TrainingDatasetC
         artifact = publish(context, store, out)
         value = manifest(artifact, out, train_rows=len(train), validation_rows=len(validation),
                          duplicates_removed=removed, raw_rows=len(raw), validation_report=report.to_dict(),
-                         raw_dataset_sha256=raw_dataset["sha256"])
+                         raw_dataset_sha256=raw_dataset["sha256"], raw_source=raw_dataset.get("source"))
     stats = report.token_stats or {}
     context.log.info(f"training_dataset: {len(train)} train / {len(validation)} validation rows, "
                      f"{removed} duplicates removed, validation {'passed' if report.passed else 'FAILED'}")

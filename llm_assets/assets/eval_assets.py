@@ -11,7 +11,9 @@ from llm_assets.config import EvalConfig
 from llm_assets.core import gguf_export, pet_task, plots
 from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.gate import evaluate_gate
+from llm_assets.assets.registry_assets import record_rejection
 from resources.artifact_store import ArtifactStoreResource
+from resources.registry import ModelRegistryResource
 
 FIELDS = ("action", "target", "hunger", "energy", "happiness", "hygiene")
 
@@ -35,9 +37,21 @@ def _metrics_table(report: dict) -> str:
         f"{1000 * e['latency']['mean_s']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
 
 
+def _lineage(gguf_model: dict, base_model: dict, lora_adapter: dict, training_dataset: dict) -> dict:
+    """What produced the evaluated files, so the registry can record a candidate from this report alone."""
+    return {
+        "gguf_uri": gguf_model["uri"], "gguf_variants": gguf_model["variants"], "adapter_uri": lora_adapter["uri"],
+        "base_model_id": base_model.get("model_id"), "base_model_revision": base_model.get("revision"),
+        "dataset_version": training_dataset["sha256"][:16],
+        "dataset_uris": [training_dataset["uri"]] + [s for s in [training_dataset.get("raw_source")] if s],
+        "dataset_rows": training_dataset["train_rows"], "config": lora_adapter.get("config"),
+    }
+
+
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"])
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource,
-                gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict) -> dg.Output:
+                gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict,
+                training_dataset: dict) -> dg.Output:
     """Every GGUF variant, and the untuned base model as baseline, answering the benchmark through llama.cpp."""
     store = artifact_store.store()
     with scratch(context) as tmp:
@@ -82,7 +96,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_
                                        "file_size_bytes": e["file_size_bytes"]}
                                    for n, e in report["variants"].items()},
                          baseline_strict_accuracy=report["gate"]["baseline_strict_accuracy"],
-                         gguf_model_sha256=gguf_model["sha256"])
+                         gguf_model_sha256=gguf_model["sha256"],
+                         lineage=_lineage(gguf_model, base_model, lora_adapter, training_dataset))
     gate = report["gate"]
     context.log.info(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
     return output(value, {
@@ -96,16 +111,21 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_
 
 @dg.asset_check(asset=eval_report, blocking=True,
                 description="The deployable variant reaches the strict-accuracy threshold and beats the baseline.")
-def accuracy_gate(eval_report: dict) -> dg.AssetCheckResult:
+def accuracy_gate(context: dg.AssetCheckExecutionContext, eval_report: dict,
+                  model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
     gate = evaluate_gate({"variants": {n: {"scores": {"strict_accuracy": v["strict_accuracy"]},
                                            "file_size_bytes": v["file_size_bytes"]}
                                        for n, v in eval_report["variants"].items()},
                           "baseline": ({"scores": {"strict_accuracy": eval_report["baseline_strict_accuracy"]}}
                                        if eval_report.get("baseline_strict_accuracy") is not None else None)},
                          eval_report["threshold"], eval_report["deployable"])
+    metadata = {}
+    if not gate.passed:  # the audit trail keeps rejected candidates too, with their report
+        rejected = record_rejection(context, model_registry, eval_report)
+        metadata["registered_as"] = f"{rejected.model} v{rejected.version} (rejected)"
     return dg.AssetCheckResult(
         passed=gate.passed, description=gate.reason,
-        metadata={"variant": str(gate.variant), "strict_accuracy": float(gate.strict_accuracy or 0.0),
+        metadata={**metadata, "variant": str(gate.variant), "strict_accuracy": float(gate.strict_accuracy or 0.0),
                   "threshold": gate.threshold,
                   "baseline_strict_accuracy": float(gate.baseline_strict_accuracy or 0.0)},
     )

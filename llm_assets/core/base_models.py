@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Callable
 
@@ -10,8 +9,8 @@ from llm_assets.core import pet_task, tiny_model
 from llm_assets.core.errors import ConfigError
 from llm_assets.core.hyperparameters import BaseModelParams
 
-# The embedded model's corpus: state descriptions and decisions as unpaired
-# documents, from a seed that is not the training data's.
+# The embedded model's corpus, from a seed that is not the training data's:
+# its state descriptions pretrain the model; its answers only shape the vocabulary.
 CORPUS_ROWS = 6000
 CORPUS_SEED = 7919
 
@@ -27,10 +26,8 @@ def prepare_base_model(params: BaseModelParams, out_dir: Path,
         if spec.hidden_size % spec.num_heads:
             raise ConfigError("hidden_size", spec.hidden_size, f"must be a multiple of num_heads={spec.num_heads}")
         corpus = pet_task.generate_training_rows(CORPUS_ROWS, CORPUS_SEED)
-        rng = random.Random(CORPUS_SEED)
-        answers = [r["completion"] for r in corpus]
-        rng.shuffle(answers)  # unpaired: the pairing is what fine-tuning teaches
-        info = tiny_model.build_tiny_model(out_dir, [r["prompt"] for r in corpus], spec, on_step, answers=answers,
+        info = tiny_model.build_tiny_model(out_dir, [r["prompt"] for r in corpus], spec, on_step,
+                                           vocabulary_texts=[r["completion"] for r in corpus],
                                            domain_words=pet_task.OBJECTS)
         return {**info, "revision": None}
     return _copy_pretrained(params, out_dir)

@@ -3,8 +3,8 @@
 Nothing can be downloaded from a model hub on an offline machine, so the
 project builds its own base model: a byte-level BPE tokenizer trained with
 `tokenizers` on the corpus, a LlamaForCausalLM from a LlamaConfig, and a short
-causal-LM pretraining on the corpus text (state descriptions and answers as separate,
-unpaired documents, so the untuned model knows both languages but not the task).
+causal-LM pretraining on the corpus text (the state descriptions only, so the untuned
+model knows the language of the questions but not the task).
 
 The tokenizer splits every digit on its own (Qwen2's pre-tokenizer regex):
 numbers then share digit tokens, and llama.cpp reproduces the split exactly
@@ -86,13 +86,15 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, domain_words: Sequenc
     return fast
 
 
-def corpus_texts(prompts: Sequence[str], answers: Sequence[str] = ()) -> list[str]:
-    """Pretraining documents: state descriptions and answers, each on its own.
+def corpus_texts(prompts: Sequence[str]) -> list[str]:
+    """Pretraining documents: the state descriptions, inside the chat frame.
 
-    Unpaired, so the model learns both languages (the descriptions and the
-    JSON answers) but nothing about which answer goes with which state.
+    Answers are left out on purpose: pretraining on answers without their
+    questions teaches the model that an answer ignores its context, and the
+    fine-tune then cannot learn to copy the target object out of the question
+    (measured: target accuracy stayed at chance for 2,000+ steps).
     """
-    return [f"{USER}\n{p}\n" for p in prompts] + [f"{ASSISTANT}\n{a}{EOS}\n" for a in answers]
+    return [f"{USER}\n{p}\n" for p in prompts]
 
 
 def build_tiny_model(
@@ -100,7 +102,7 @@ def build_tiny_model(
     prompts: Sequence[str],
     spec: TinyModelSpec = TinyModelSpec(),
     on_step: Callable[[int, int, float], None] | None = None,
-    answers: Sequence[str] = (),
+    vocabulary_texts: Sequence[str] = (),
     domain_words: Sequence[str] = (),
 ) -> dict:
     """Train a tokenizer, build the model, pretrain it briefly; save to `out_dir`.
@@ -113,17 +115,21 @@ def build_tiny_model(
     started = time.perf_counter()
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    tokenizer = train_tokenizer(list(prompts) + list(answers), spec.vocab_size, domain_words)
+    # The tokenizer also learns the answers' vocabulary (JSON keys, actions).
+    tokenizer = train_tokenizer(list(prompts) + list(vocabulary_texts), spec.vocab_size, domain_words)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_heads,
         max_position_embeddings=spec.max_positions, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=False, bos_token_id=tokenizer.eos_token_id,
+        # Tied input and output embeddings: copying a name or digit from the
+        # question into the answer is then close to an identity map, which a
+        # tiny model learns far sooner than two unrelated tables.
+        tie_word_embeddings=True, bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config)
-    loss = _pretrain(model, tokenizer, corpus_texts(prompts, answers), spec, on_step)
+    loss = _pretrain(model, tokenizer, corpus_texts(prompts), spec, on_step)
     out_dir = Path(out_dir)
     model.generation_config.pad_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -16,7 +16,7 @@ SPEC = tiny_model.TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_siz
 def base(tmp_path_factory):
     rows = pet_task.generate_training_rows(64, seed=3)
     out = tmp_path_factory.mktemp("base")
-    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC, answers=[r["completion"] for r in rows])
+    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC, vocabulary_texts=[r["completion"] for r in rows])
     tok = __import__("transformers").AutoTokenizer.from_pretrained(out)
     framed = [{"prompt": tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
                                                   add_generation_prompt=True),
