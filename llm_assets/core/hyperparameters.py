@@ -21,7 +21,7 @@ class RawDataParams(BaseModel):
         description="Where the data comes from: 'embedded:pet' generates the bunny task's data; otherwise a "
         "JSONL file or folder of *.jsonl (chat 'messages' or 'prompt'/'completion' rows).",
     )
-    num_examples: int = Field(default=6000, ge=1, description="Rows to generate for 'embedded:pet'.")
+    num_examples: int = Field(default=11000, ge=1, description="Rows to generate for 'embedded:pet'.")
     seed: int = Field(default=0, description="Seed of the generator for 'embedded:pet'.")
 
 
@@ -57,11 +57,13 @@ class BaseModelParams(BaseModel):
 
 
 class TrainingParams(BaseModel):
-    method: Literal["lora", "full"] = Field(default="lora", description="LoRA adapter, or full fine-tune.")
-    epochs: float = Field(default=3.0, gt=0, description="Passes over the training split.")
-    learning_rate: float = Field(default=2e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule).")
+    method: Literal["lora", "full"] = Field(
+        default="full", description="LoRA adapter, or full fine-tune (the default for the embedded tiny model, "
+        "where every weight fits in memory and LoRA learned the task markedly slower).")
+    epochs: float = Field(default=5.0, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule).")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps spent warming up.")
-    batch_size: int = Field(default=32, ge=1, description="Examples per optimizer step on one device.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step on one device.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")

@@ -56,6 +56,12 @@ class PetState:
     time: str
     objects: tuple[tuple[str, int], ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        # One scene, one order: grouped by kind, nearest first, ties by name.
+        rank = {name: i for i, name in enumerate(OBJECTS)}
+        ordered = tuple(sorted(self.objects, key=lambda o: (_kind_rank(o[0]), o[1], rank[o[0]])))
+        object.__setattr__(self, "objects", ordered)
+
     def distance_to(self, name: str) -> int | None:
         return next((d for n, d in self.objects if n == name), None)
 
@@ -64,9 +70,13 @@ class PetState:
         return json.dumps([self.hunger, self.energy, self.happiness, self.hygiene, self.time, list(self.objects)])
 
 
+def _kind_rank(name: str) -> int:
+    return 0 if name in FOODS else 1 if name in TOYS else 2
+
+
 def _nearest(state: PetState, kinds: tuple[str, ...]) -> str | None:
-    # Ties go to the object named first in the description, which is what a
-    # reader of the sentence would pick too.
+    # Ties go to the object named first in the description (the scene lists
+    # equal distances in a fixed order of names).
     best: tuple[int, str] | None = None
     for name, dist in state.objects:
         if name in kinds and (best is None or dist < best[0]):
@@ -119,31 +129,44 @@ def parse_decision(text: str) -> dict | None:
 
 # --- Phrasings -------------------------------------------------------------
 # Several ways a user (or a game engine) might describe the same state. The
-# last one is terse and unusual on purpose; the benchmark probes all of them.
+# scene is listed the way a game serializes it: grouped by what the bunny can
+# do with each thing (eat, play, danger), nearest first, "none" for an empty
+# group. The group words are the action words of the answer, so the answer's
+# "eat" points back at "eat: carrot ..." in the question. The last phrasing is
+# terse and unusual on purpose; the benchmark probes all of them.
+
+GROUPS = (("eat", FOODS), ("play", TOYS), ("danger", PREDATORS))
+# Whole tokens in the embedded tokenizer, identical in question and answer.
+DOMAIN_WORDS = OBJECTS + ("eat", "play")
+
+
+def _groups(objs):
+    return [(label, [(n, d) for n, d in objs if n in kinds]) for label, kinds in GROUPS]
+
 
 def _objects_plain(objs):
-    return ", ".join(f"{n} {d}m" for n, d in objs) if objs else "nothing"
+    return ". ".join(f"{label}: " + (", ".join(f"{n} {d}m" for n, d in items) or "none")
+                     for label, items in _groups(objs))
 
 
 def _objects_prose(objs):
-    if not objs:
-        return "It sees nothing around."
-    parts = [f"a {n} ({d} m away)" for n, d in objs]
-    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"It sees {joined}."
+    return " ".join(("It can " if label != "danger" else "Watch out, ") + f"{label}: "
+                    + (", ".join(f"{n} ({d} m)" for n, d in items) or "none") + "."
+                    for label, items in _groups(objs))
 
 
 def _objects_terse(objs):
-    return ",".join(f"{n}@{d}" for n, d in objs) if objs else "-"
+    return " ".join(f"{label}:" + (",".join(f"{n}@{d}" for n, d in items) or "-")
+                    for label, items in _groups(objs))
 
 
 PHRASINGS = (
     lambda s: (f"hunger {s.hunger}, energy {s.energy}, happiness {s.happiness}, hygiene {s.hygiene}. "
-               f"time: {s.time}. nearby: {_objects_plain(s.objects)}."),
+               f"time: {s.time}. {_objects_plain(s.objects)}."),
     lambda s: (f"The bunny's hunger is {s.hunger}, energy is {s.energy}, happiness is {s.happiness} "
                f"and hygiene is {s.hygiene}. It is {s.time}. {_objects_prose(s.objects)}"),
     lambda s: (f"It's {s.time} and my bunny feels: hunger={s.hunger} energy={s.energy} "
-               f"happiness={s.happiness} hygiene={s.hygiene}; around: {_objects_plain(s.objects)}"),
+               f"happiness={s.happiness} hygiene={s.hygiene}; {_objects_plain(s.objects).replace('. ', '; ')}"),
     lambda s: (f"H{s.hunger} E{s.energy} J{s.happiness} C{s.hygiene} | {s.time} | {_objects_terse(s.objects)}"),
 )
 UNUSUAL_PHRASING = len(PHRASINGS) - 1
@@ -166,7 +189,9 @@ def focused_state(rng: random.Random) -> PetState:
     """A state where choosing the target matters: hungry with food around, or sad with toys.
 
     Uniform sampling makes such states rare (about a quarter of rows), and the
-    target is the hardest field to learn; training draws half its rows here.
+    target is the hardest field to learn (measured: 88% per-field accuracy
+    with half the rows drawn here, where every other field was above 99%);
+    training draws three rows in four here.
     """
     state = random_state(rng)
     kinds = FOODS if rng.random() < 0.6 else TOYS
@@ -175,7 +200,6 @@ def focused_state(rng: random.Random) -> PetState:
     objects = [(n, rng.randint(1, MAX_DISTANCE)) for n in names] + others
     if rng.random() < 0.25 and len(names) > 1:  # equal distances: the first named wins
         objects[1] = (objects[1][0], objects[0][1])
-    rng.shuffle(objects)
     stats = {"hunger": rng.randint(HUNGRY_AT, 100)} if kinds is FOODS else {
         "hunger": rng.randint(0, HUNGRY_AT - 1), "happiness": rng.randint(0, SAD_BELOW - 1)}
     return PetState(**({s: getattr(state, s) for s in STATS} | stats), time=state.time, objects=tuple(objects))
@@ -199,7 +223,7 @@ def generate_training_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows, seen = [], set()
     while len(rows) < n:
-        state = focused_state(rng) if len(rows) % 2 else random_state(rng)
+        state = focused_state(rng) if len(rows) % 4 else random_state(rng)
         if is_benchmark_state(state) or state.key() in seen:
             continue
         seen.add(state.key())

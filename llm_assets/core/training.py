@@ -53,7 +53,7 @@ def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
             step, total = state.global_step, max(state.max_steps, 1)
-            entry = {"step": step, "epoch": round(state.epoch or 0, 3), **logs}
+            entry = {**logs, "step": step, "epoch": round(state.epoch or 0, 3)}
             history.append(entry)
             loss, grad = logs.get("loss"), logs.get("grad_norm")
             if loss is not None:
@@ -176,6 +176,9 @@ def train_sft(
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=_callbacks(params, on_progress, history),
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not raw dicts on stdout
     resume = latest_complete_checkpoint(checkpoint_dir)
     if resume:
         log.info("resuming from %s", resume)

@@ -174,7 +174,7 @@ def test_multi_turn_chat_uses_the_template_and_last_user_text(tok):
     expected = tok.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
     assert {k: out[k] for k in ("prompt", "completion", "source", "user_text")} == {
         "prompt": expected, "completion": "done", "source": "x.jsonl:1", "user_text": "second"}
-    assert expected.startswith("<|system|>\nBe a bunny.<|user|>\nfirst<|assistant|>\nok<|endoftext|>")
+    assert expected.startswith("<|system|>\nBe a bunny.\n<|user|>\nfirst\n<|assistant|>\nok<|endoftext|>\n")
 
 
 def test_templates_that_rewrite_content_are_rendered_per_row(tok):
@@ -185,9 +185,9 @@ def test_templates_that_rewrite_content_are_rendered_per_row(tok):
     tok_trim.chat_template = trimming
     rows = [{"prompt": f"  p{i}  ", "completion": "c", "source": f"f:{i}"} for i in range(20)]
     normalized, _ = dp.normalize_rows(rows, tok_trim)
-    assert [r["prompt"] for r in normalized] == [f"<|user|>\np{i}<|assistant|>\n" for i in range(20)]
+    assert [r["prompt"] for r in normalized] == [f"<|user|>\np{i}\n<|assistant|>\n" for i in range(20)]
     normalized, _ = dp.normalize_rows(rows, tok)
-    assert [r["prompt"] for r in normalized] == [f"<|user|>\n  p{i}  <|assistant|>\n" for i in range(20)]
+    assert [r["prompt"] for r in normalized] == [f"<|user|>\n  p{i}  \n<|assistant|>\n" for i in range(20)]
 
 
 # --- duplicates --------------------------------------------------------------

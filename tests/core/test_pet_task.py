@@ -22,7 +22,7 @@ def state(hunger=40, energy=80, happiness=70, hygiene=80, time="morning", object
     (dict(energy=50, time="night"), "explore", "none"),
     (dict(hygiene=29), "groom", "none"),
     (dict(hygiene=30), "explore", "none"),
-    (dict(happiness=39, objects=[("tunnel", 3), ("ball", 3)]), "play", "tunnel"),  # tie: first named
+    (dict(happiness=39, objects=[("tunnel", 3), ("ball", 3)]), "play", "ball"),  # tie: first listed (by name)
     (dict(happiness=39, objects=[("ball", 2), ("tunnel", 3)]), "play", "ball"),
     (dict(happiness=40, objects=[("ball", 2)]), "explore", "none"),
     (dict(happiness=10), "explore", "none"),  # sad, nothing to play with

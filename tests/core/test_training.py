@@ -25,7 +25,8 @@ def base(tmp_path_factory):
 
 
 def params(**kw):
-    return TrainingParams(**({"batch_size": 8, "logging_steps": 1, "save_steps": 2, "lora_r": 4, "lora_alpha": 8}
+    return TrainingParams(**({"method": "lora", "batch_size": 8, "logging_steps": 1, "save_steps": 2, "lora_r": 4,
+                              "lora_alpha": 8}
                              | kw))
 
 
