@@ -112,4 +112,7 @@ def test_two_trainings_promotion_lineage_and_rollback(tmp_path, monkeypatch, cap
         production = registry.resolve("pet-brain", "production")
         history = registry.history("pet-brain")
     assert production.version == 1 and production.dataset_version == first_data
+    with ModelRegistry(db) as registry:
+        assert registry.resolve("pet-brain", "staging").version == 2  # the last candidate that passed
     assert [e.event for e in history].count("promote") >= 2 and history[-1].event == "rollback"
+    assert [e.to_version for e in history if e.event == "stage"] == [1, 2]

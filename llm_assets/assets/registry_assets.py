@@ -46,6 +46,9 @@ def registered_model(context: dg.AssetExecutionContext, model_registry: ModelReg
     with model_registry.registry() as registry:
         record = registry.register(model_registry.model_name, status="candidate",
                                    **version_fields(context.run.run_id, eval_report))
+        # The challenger awaits the promotion sensor under the `staging` alias.
+        record = registry.stage(record.model, record.version, actor="asset:registered_model",
+                                reason=f"passed the gate in run {context.run.run_id}")
     context.log.info(f"registered {record.model} v{record.version} ({record.quantization}, "
                      f"strict accuracy {record.metrics['strict_accuracy']})")
     value = {"model": record.model, "version": record.version, "gguf_uri": record.gguf_uri,

@@ -337,3 +337,16 @@ def test_a_locked_database_fails_within_the_timeout(backend):
     finally:
         holder.rollback() if backend.name == "sqlite" else (holder.close(), engine.dispose())
     assert reg.promote("bunny", 1, actor="test").aliases == ["production"]  # the lock is gone, all is well
+
+
+def test_staging_points_at_passing_candidates_only(tmp_path):
+    from llm_assets.core.registry import ModelRegistry, RegistryError
+
+    with ModelRegistry(f"sqlite:///{tmp_path}/s.db") as registry:
+        registry.register("m", gate_passed=True, benchmark_version="b")
+        registry.register("m", status="rejected", gate_passed=False)
+        assert registry.stage("m", 1, actor="test").aliases == ["staging"]
+        with pytest.raises(RegistryError, match="cannot stage m v2: it is rejected"):
+            registry.stage("m", 2, actor="test")
+        [event] = [e for e in registry.history("m") if e.event == "stage"]
+        assert (event.alias, event.to_version, event.actor) == ("staging", 1, "test")

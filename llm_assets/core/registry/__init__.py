@@ -6,11 +6,11 @@ Pure core: no dagster import.
 
 from llm_assets.core.registry.engine import default_registry_url
 from llm_assets.core.registry.errors import RegistryConflictError, RegistryError, RegistryNotFoundError
-from llm_assets.core.registry.models import PREVIOUS, PRODUCTION, STATUSES
+from llm_assets.core.registry.models import PREVIOUS, PRODUCTION, STAGING, STATUSES
 from llm_assets.core.registry.records import HistoryEvent, ModelSummary, VersionRecord
 from llm_assets.core.registry.store import NO_PRODUCTION, ModelRegistry
 
 __all__ = [
     "ModelRegistry", "VersionRecord", "HistoryEvent", "ModelSummary", "RegistryError", "RegistryNotFoundError",
-    "RegistryConflictError", "NO_PRODUCTION", "PRODUCTION", "PREVIOUS", "STATUSES", "default_registry_url",
+    "RegistryConflictError", "NO_PRODUCTION", "PRODUCTION", "PREVIOUS", "STAGING", "STATUSES", "default_registry_url",
 ]

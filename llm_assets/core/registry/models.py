@@ -11,7 +11,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("candidate", "rejected", "promoted", "retired")
-PRODUCTION, PREVIOUS = "production", "previous"
+PRODUCTION, PREVIOUS, STAGING = "production", "previous", "staging"
 
 
 def utcnow() -> datetime:
@@ -78,7 +78,7 @@ class AliasHistory(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    event: Mapped[str] = mapped_column(String(20))  # promote | rollback | status | note
+    event: Mapped[str] = mapped_column(String(20))  # promote | rollback | stage | status | note
     alias: Mapped[str | None] = mapped_column(String(100))
     from_version: Mapped[int | None] = mapped_column(Integer)
     to_version: Mapped[int | None] = mapped_column(Integer)

@@ -20,7 +20,7 @@ from llm_assets.core.registry.engine import (
 )
 from llm_assets.core.registry.errors import RegistryConflictError, RegistryError, RegistryNotFoundError
 from llm_assets.core.registry.models import (
-    PREVIOUS, PRODUCTION, VERSION_FIELDS, Alias, AliasHistory, Model, ModelVersion, utcnow,
+    PREVIOUS, PRODUCTION, STAGING, VERSION_FIELDS, Alias, AliasHistory, Model, ModelVersion, utcnow,
 )
 from llm_assets.core.registry.records import HistoryEvent, ModelSummary, VersionRecord, iso
 
@@ -241,6 +241,21 @@ class ModelRegistry:
             self._append(s, m, "rollback", PRODUCTION, current.version, target.version, actor, reason, now)
             self._append(s, m, "rollback", PREVIOUS, target.version, current.version, actor, reason, now)
             return self._record(s, m, target)
+
+    def stage(self, model: str, version: int, actor: str, reason: str | None = None) -> VersionRecord:
+        """Point `staging` at a candidate that passed its gate (the challenger awaiting promotion), with history."""
+        with self._tx("stage", write=True) as s:
+            m = self._lock_model(s, model)
+            row = self._version(s, m, version)
+            if row.status != "candidate" or not row.gate_passed:
+                raise RegistryError(f"cannot stage {model} v{version}: it is {row.status}, gate "
+                                    f"{'passed' if row.gate_passed else 'not passed'}")
+            aliases = self._alias_rows(s, m)
+            before = s.get(ModelVersion, aliases[STAGING].version_id).version if STAGING in aliases else None
+            now = utcnow()
+            self._move(s, m, aliases, STAGING, row, now)
+            self._append(s, m, "stage", STAGING, before, version, actor, reason, now)
+            return self._record(s, m, row)
 
     def note(self, model: str, version: int | None, text: str, actor: str) -> HistoryEvent:
         """Append an event to the history without moving an alias (e.g. the server's failed model swap)."""
