@@ -35,7 +35,9 @@ def summarize(result, store, seconds: float) -> dict:
 
 
 def _read_manifest(store, asset: str) -> dict:
-    uri = store.uri_for(f"manifests/{asset}.json")
+    from resources.manifest_io_manager import manifest_key
+
+    uri = store.uri_for(manifest_key(asset))
     return json.loads(store.local_path(uri).read_text(encoding="utf-8"))
 
 

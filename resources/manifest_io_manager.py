@@ -15,13 +15,19 @@ import dagster as dg
 from resources.artifact_store import ArtifactStoreResource
 
 
+def manifest_key(asset_path: list[str] | tuple[str, ...] | str) -> str:
+    """Where an asset's manifest lives in the artifact store."""
+    parts = [asset_path] if isinstance(asset_path, str) else list(asset_path)
+    return "manifests/" + "/".join(parts) + ".json"
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
     """Stores each asset's manifest as JSON at manifests/<asset key>.json in the artifact store."""
 
     artifact_store: ArtifactStoreResource
 
     def _key(self, context) -> str:
-        return "manifests/" + "/".join(context.asset_key.path) + ".json"
+        return manifest_key(context.asset_key.path)
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:

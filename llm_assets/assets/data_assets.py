@@ -64,8 +64,7 @@ def eval_benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig,
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [record for _, record in dataset_io.iter_jsonl(path)]
 
 
 @dg.asset(group_name="data", kinds={"python", "jsonl"}, owners=["team:ml"])
