@@ -1,0 +1,130 @@
+"""How a backend starts the worker, and how a restarted orchestrator finds the job it started.
+
+- `worker_command(stage, gpus)`: `python -m llm_assets.worker STAGE`, or through `torchrun
+  --standalone --nproc_per_node=N` when the machine has N > 1 GPUs (DDP; rank 0 alone talks to Dagster).
+- `job_key(stage, inputs, config)`: the identity of a piece of work (same stage, same upstream
+  artifacts, same config => same key). A `JobRecord` stored at `compute/jobs/<key>.json` in the
+  artifact store names the provider's job id while it runs, so after an orchestrator restart the
+  backend re-attaches to a job that is still running instead of paying for a second one.
+- `worker_environment(...)`: every variable the worker needs besides Dagster Pipes' two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from llm_assets.core.artifacts import ArtifactNotFoundError, ArtifactStore
+from llm_assets.core.errors import ConfigError
+
+# stage name -> the asset it materializes
+STAGES = {"training": "lora_adapter", "export": "gguf_model", "evaluation": "eval_report"}
+
+# Variables the worker reads (besides DAGSTER_PIPES_CONTEXT / DAGSTER_PIPES_MESSAGES).
+ENV_S3_ENDPOINT = "LLM_ASSETS_S3_ENDPOINT_URL"   # S3-compatible endpoint of the artifact store (unset: AWS)
+ENV_FLUSH_SECONDS = "LLM_ASSETS_PIPES_FLUSH_SECONDS"  # how often the worker uploads message chunks
+ENV_CHECKPOINT_DIR = "LLM_ASSETS_CHECKPOINT_DIR"  # local scratch for checkpoints on the machine
+JOB_STATES = ("running", "finished")
+# The worker's exit status carries its verdict where a backend sees no Pipes message (75 = EX_TEMPFAIL).
+EXIT_RETRYABLE = 75
+EXIT_FATAL = 1
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ConfigError("stage", stage, f"expected one of {sorted(STAGES)}")
+    return stage
+
+
+def worker_command(stage: str, gpus: int = 0, python: str = "python") -> list[str]:
+    """The command line a machine runs; torchrun spreads training over more than one GPU."""
+    check_stage(stage)
+    if gpus > 1:
+        return ["torchrun", "--standalone", "--nnodes=1", f"--nproc_per_node={gpus}",
+                "-m", "llm_assets.worker", stage]
+    return [python, "-m", "llm_assets.worker", stage]
+
+
+def job_key(stage: str, inputs: dict, config: dict) -> str:
+    """Same stage, upstream artifacts and config => same key (and the same checkpoints)."""
+    upstream = {name: manifest.get("sha256") for name, manifest in sorted(inputs.items())}
+    payload = json.dumps({"stage": stage, "inputs": upstream, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def checkpoint_prefix(key: str) -> str:
+    """Where a job's training checkpoints live in the artifact store."""
+    return f"checkpoints/{key}"
+
+
+@dataclass
+class JobRecord:
+    """A launched remote job, as recorded in the artifact store while it runs."""
+
+    backend: str
+    job_id: str
+    job_key: str
+    stage: str
+    run_id: str
+    messages_key_prefix: str
+    started_at: float = field(default_factory=time.time)
+    hourly_price_usd: float = 0.0
+    state: str = "running"
+    details: dict = field(default_factory=dict)
+
+    @staticmethod
+    def store_key(key: str) -> str:
+        return f"compute/jobs/{key}.json"
+
+    def save(self, store: ArtifactStore) -> None:
+        """One small object written whole (local: atomic rename; S3: one PUT)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "job.json"
+            path.write_text(json.dumps(asdict(self), indent=1, sort_keys=True), encoding="utf-8")
+            store.put_file(path, self.store_key(self.job_key))
+
+    @classmethod
+    def load(cls, store: ArtifactStore, key: str) -> Optional["JobRecord"]:
+        """The recorded job for this key, or None when nothing was ever launched for it."""
+        uri = store.uri_for(cls.store_key(key))
+        if not store.exists(uri):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                data = json.loads(store.get_file(uri, Path(tmp) / "job.json").read_text(encoding="utf-8"))
+            except ArtifactNotFoundError:
+                return None
+        return cls(**data)
+
+    def finished(self, store: ArtifactStore) -> None:
+        """Mark the job over (success, failure or cancellation): nothing to re-attach to."""
+        self.state = "finished"
+        self.save(store)
+
+
+def new_messages_prefix(root_prefix: str, key: str) -> str:
+    """A fresh place for one launch's Pipes messages, so a new attempt never replays an old one's."""
+    return "/".join(p for p in (root_prefix.strip("/"), "compute", "pipes", key, uuid.uuid4().hex[:12]) if p)
+
+
+def worker_environment(*, s3_endpoint_url: Optional[str], aws_region: Optional[str],
+                       aws_access_key_id: Optional[str], aws_secret_access_key: Optional[str],
+                       flush_seconds: float, extra: Optional[dict] = None) -> dict[str, str]:
+    """What a remote machine needs besides the Pipes variables: the store's endpoint and credentials.
+
+    The result holds secrets: hand it to the provider's secret/env mechanism, never log it.
+    """
+    env = {ENV_FLUSH_SECONDS: str(flush_seconds), "PYTHONUNBUFFERED": "1"}
+    for name, value in ((ENV_S3_ENDPOINT, s3_endpoint_url), ("AWS_REGION", aws_region),
+                        ("AWS_DEFAULT_REGION", aws_region), ("AWS_ACCESS_KEY_ID", aws_access_key_id),
+                        ("AWS_SECRET_ACCESS_KEY", aws_secret_access_key)):
+        if value:
+            env[name] = value
+    env.update({k: str(v) for k, v in (extra or {}).items()})
+    return env
