@@ -1,5 +1,6 @@
-"""The `llm-assets` command line. Today: `llm-assets registry ...` (list, show, lineage, history, promote,
-rollback) on the model registry; each subcommand group adds itself to build_parser().
+"""The `llm-assets` command line: `llm-assets registry ...` (list, show, lineage, history, promote,
+rollback) on the model registry, and `llm-assets serve` (the HTTP server, llm_assets/serving); each
+subcommand group adds itself to build_parser().
 
 Exit codes: 0 done, 1 refused or failed (e.g. a gate that did not pass, a database error),
 2 unknown model / version / alias or a usage error.
@@ -19,12 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-assets", description="Train, evaluate, export and gate small LLMs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_registry_commands(commands)
+    _add_serve_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return args.handler(args)
+
+
+def _add_serve_command(commands) -> None:
+    from llm_assets.serving.cli_args import add_serve_command
+
+    add_serve_command(commands)
 
 
 # ---- registry ------------------------------------------------------------------------------------------------

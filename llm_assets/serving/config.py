@@ -1,0 +1,77 @@
+"""Every setting of `llm-assets serve`, with a description: one source of truth for the CLI and the app."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, Field, model_validator
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "llm-assets" / "serve")
+
+
+class ServeConfig(BaseModel):
+    """What to serve, from where, and the limits requests are held to."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str = Field(default="pet-brain", description="Registry model name; its `production` alias is served, "
+                       "and this is the name clients pass as `model`.")
+    registry_url: Optional[str] = Field(
+        default=None, description="Registry database URL (sqlite:///PATH or postgresql://...). Unset: "
+        "$LLM_ASSETS_REGISTRY_URL, else $DAGSTER_HOME/registry.db.")
+    alias: str = Field(default="production", description="The registry alias the server follows.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on (0: any free port).")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="How often the registry's alias is read; a "
+                                   "POST /v1/admin/refresh checks at once.")
+    retry_failed_after_s: float = Field(
+        default=300.0, gt=0, description="A version that failed to load is tried again after this long (the "
+        "failure is noted in the registry once, not on every retry).")
+    cache_dir: str = Field(default_factory=default_cache_dir, description="Where fetched GGUF files are kept, "
+                           "named by sha256; the served and the previous file stay, older ones are removed.")
+    s3_endpoint_url: Optional[str] = Field(
+        default=None, description="S3-compatible endpoint for s3:// GGUF URIs (MinIO, moto); unset for AWS. "
+        "Credentials come from boto3's chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles, roles).")
+    s3_region: Optional[str] = Field(default=None, description="AWS region for s3:// URIs.")
+    n_ctx: int = Field(default=512, ge=16, description="Context window per request, in tokens (prompt + answer); "
+                       "clamped to the model's training context.")
+    n_threads: Optional[int] = Field(default=None, ge=1, description="llama.cpp threads; unset: 1 for models under "
+                                     "64 MiB (more only spin), else the CPUs this process may use.")
+    max_tokens_limit: int = Field(default=512, ge=1, description="Largest max_tokens a request may ask for.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body; larger is 413.")
+    memory_limit_bytes: Optional[int] = Field(
+        default=None, ge=1, description="Bytes of GGUF that may be loaded at once. When the served and the new "
+        "file together exceed it, the swap unloads the old model first and holds new requests in a short "
+        "queue meanwhile. Unset: no limit, the new model always loads beside the old.")
+    max_waiting: int = Field(default=64, ge=1, description="Requests that may wait in the queue during such a "
+                             "swap; more get 503 with Retry-After.")
+    wait_timeout_s: float = Field(default=120.0, gt=0, description="Longest a request waits for a model before it "
+                                  "gets 503.")
+    smoke_items: int = Field(default=8, ge=0, description="Benchmark items the new model must answer before it is "
+                             "swapped in (0: only check that it generates).")
+    smoke_min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Strict accuracy the smoke items must "
+                                      "reach at least.")
+    smoke_tolerance: float = Field(
+        default=0.4, ge=0, le=1, description="The smoke accuracy may fall this far below the strict accuracy the "
+        "registry recorded for the version (a handful of items is a noisy estimate); any further is a failure.")
+    pet_max_tokens: int = Field(default=128, ge=16, description="Token budget of one /v1/pet/decide answer; the "
+                                "grammar bounds the JSON, so this is never reached by a well-formed decision.")
+    api_key_env: str = Field(default="LLM_ASSETS_SERVE_API_KEY", description="Environment variable holding the API "
+                             "key; when it is set and not empty, /v1/* requires `Authorization: Bearer <key>`.")
+    actor: str = Field(default="serve", description="Actor name on the notes the server adds to the registry.")
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> "ServeConfig":
+        if self.max_tokens_limit >= self.n_ctx:
+            raise ValueError(f"max_tokens_limit={self.max_tokens_limit} must be below n_ctx={self.n_ctx}, "
+                             f"leaving room for a prompt")
+        return self
+
+    def api_key(self) -> str | None:
+        """Read at use time, never stored on the config (so it cannot end up in a repr or a log)."""
+        return os.environ.get(self.api_key_env) or None

@@ -1,0 +1,269 @@
+"""RegistryFollower: keeps the served model equal to the registry's alias (production by default).
+
+Each check reads the alias; when it names another version (a promotion, or a rollback: the same path), the
+follower fetches the GGUF into the cache, verifies its sha256 against the registry record, loads it beside
+the old model (or alone, in a paused swap, when both do not fit the memory limit), runs the smoke
+evaluation, and only then installs it. A failure at any stage leaves the old model serving and is reported
+three ways: /health, the log, and a note in the registry's history (once per version).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+from llm_assets.core.artifacts import ArtifactNotFoundError, LocalArtifactStore, sha256_file
+from llm_assets.core.errors import ArtifactIntegrityError
+from llm_assets.core.registry import ModelRegistry, RegistryError, RegistryNotFoundError, VersionRecord
+from llm_assets.serving.config import ServeConfig
+from llm_assets.serving.holder import ModelHolder
+from llm_assets.serving.metrics import Metrics
+from llm_assets.serving.slot import ModelInfo, ModelSlot, load_llama
+from llm_assets.serving.smoke import SmokeResult, required_accuracy, run_smoke, smoke_rows
+
+log = logging.getLogger("llm_assets.serving")
+STAGES = ("fetch", "verify", "load", "smoke")
+
+
+class SwapFailed(Exception):
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(message)
+
+
+class RegistryFollower:
+    def __init__(self, config: ServeConfig, holder: ModelHolder, metrics: Metrics, loader=load_llama):
+        self.config, self.holder, self.metrics, self._load = config, holder, metrics, loader
+        self.cache_dir = Path(config.cache_dir).expanduser()
+        self._smoke_rows = smoke_rows(config.smoke_items)
+        self._registry: ModelRegistry | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._check_lock = threading.Lock()
+        self._waiters: list[concurrent.futures.Future] = []
+        self._thread: threading.Thread | None = None
+        self._failed: dict[tuple[int, str | None], float] = {}  # target -> when it failed
+        self.alias_version: int | None = None
+        self.checked_at: float | None = None
+        self.registry_error: str | None = None
+        self.swapping: int | None = None
+        self.last_swap: dict | None = None
+        self.last_failure: dict | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="registry-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._registry is not None:
+            self._registry.close()
+
+    def request_check(self) -> concurrent.futures.Future:
+        """Check the registry now (a notification); the future completes when that check is done."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._check_lock:
+            self._waiters.append(future)
+        self._wake.set()
+        return future
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._check_lock:
+                waiters, self._waiters = self._waiters, []
+            self._wake.clear()
+            try:
+                outcome = self.check_once()
+            except Exception as exc:  # never let one bad check end the loop; the old model keeps serving
+                log.exception("registry check failed")
+                outcome = f"check failed: {type(exc).__name__}: {exc}"
+            for w in waiters:
+                w.set_result(outcome)
+            self._wake.wait(self.config.poll_interval_s)
+
+    # ---- one check ---------------------------------------------------------------------------------------
+
+    def check_once(self) -> str:
+        cfg = self.config
+        try:
+            if self._registry is None:
+                self._registry = ModelRegistry(cfg.registry_url)
+            record = self._registry.resolve(cfg.model, cfg.alias)
+        except RegistryNotFoundError as exc:
+            self.alias_version, self.checked_at, self.registry_error = None, time.time(), None
+            return f"nothing to serve: {exc}"
+        except RegistryError as exc:
+            self.registry_error = str(exc)
+            log.error("cannot read the registry (still serving what is loaded): %s", exc)
+            return f"registry error: {exc}"
+        self.alias_version, self.checked_at, self.registry_error = record.version, time.time(), None
+        current = self.holder.current
+        target = (record.version, record.gguf_sha256)
+        if current is not None and (current.info.version, current.info.sha256) == target:
+            return f"serving v{record.version}"
+        failed_at = self._failed.get(target)
+        if failed_at is not None and time.time() - failed_at < cfg.retry_failed_after_s:
+            return f"v{record.version} failed recently; still serving " + (
+                f"v{current.info.version}" if current else "nothing")
+        return self._swap_to(record)
+
+    def _swap_to(self, record: VersionRecord) -> str:
+        current = self.holder.current
+        before, before_sha = (current.info.version, current.info.sha256) if current else (None, None)
+        started = time.perf_counter()
+        self.swapping = record.version
+        log.info("following %s@%s: v%s -> v%s", record.model, self.config.alias, before, record.version)
+        try:
+            path = self._fetch(record)
+            info = ModelInfo(record.model, record.version, record.gguf_sha256, str(path), path.stat().st_size,
+                             record.gguf_uri, (record.metrics or {}).get("strict_accuracy"))
+            smoke = self._install(info)
+        except SwapFailed as exc:
+            return self._failed_swap(record, before, exc)
+        finally:
+            self.swapping = None
+        seconds = time.perf_counter() - started
+        self._failed.pop((record.version, record.gguf_sha256), None)
+        self.last_swap = {"from_version": before, "to_version": record.version, "at": time.time(),
+                          "seconds": round(seconds, 3), "smoke": smoke.to_dict()}
+        self.metrics.swap("success", seconds)
+        log.info("now serving %s v%s (%d bytes, swap %.2fs; smoke: %s)", record.model, record.version,
+                 info.bytes, seconds, smoke.reason)
+        self._evict_cache(keep={info.sha256, before_sha})
+        return f"swapped v{before} -> v{record.version}"
+
+    def _failed_swap(self, record: VersionRecord, before: int | None, exc: SwapFailed) -> str:
+        target = (record.version, record.gguf_sha256)
+        first_time = target not in self._failed
+        self._failed[target] = time.time()
+        serving = f"v{before}" if before is not None else "nothing"
+        message = (f"could not swap {record.model} to v{record.version}: {exc.stage} failed: {exc}; "
+                   f"still serving {serving}")
+        self.last_failure = {"version": record.version, "stage": exc.stage, "error": str(exc), "at": time.time(),
+                             "serving": before}
+        self.metrics.swap("failed", None, exc.stage)
+        log.error(message)
+        if first_time:
+            try:
+                self._registry.note(record.model, record.version, message, actor=_actor(self.config.actor))
+            except RegistryError as note_exc:
+                log.error("could not add the failure note to the registry: %s", note_exc)
+        return message
+
+    # ---- stages ------------------------------------------------------------------------------------------
+
+    def _fetch(self, record: VersionRecord) -> Path:
+        if not record.gguf_uri or not record.gguf_sha256:
+            raise SwapFailed("fetch", f"v{record.version} records no GGUF uri and sha256")
+        dest = self.cache_dir / f"{record.gguf_sha256}.gguf"
+        if dest.is_file():
+            actual = sha256_file(dest)
+            if actual == record.gguf_sha256:
+                return dest
+            log.warning("cached %s hashes to %s; fetching it again", dest, actual)
+            dest.unlink()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._store_for(record.gguf_uri).get_file(record.gguf_uri, dest, expected_sha256=record.gguf_sha256)
+        except ArtifactIntegrityError as exc:  # get_file leaves nothing behind when the bytes do not match
+            raise SwapFailed("verify", str(exc)) from exc
+        except (ArtifactNotFoundError, OSError) as exc:
+            raise SwapFailed("fetch", f"{record.gguf_uri}: {exc}") from exc
+        except Exception as exc:  # S3 client errors and the like: the message names the object, never a secret
+            raise SwapFailed("fetch", f"{record.gguf_uri}: {type(exc).__name__}: {exc}") from exc
+        return dest
+
+    def _store_for(self, uri: str):
+        if uri.startswith("s3://"):
+            from llm_assets.core.artifacts_s3 import S3ArtifactStore
+
+            return S3ArtifactStore(uri[5:].split("/", 1)[0], endpoint_url=self.config.s3_endpoint_url,
+                                   region_name=self.config.s3_region)
+        if uri.startswith("file:"):
+            return LocalArtifactStore(self.cache_dir)
+        raise SwapFailed("fetch", f"{uri}: unsupported URI scheme (want file:// or s3://)")
+
+    def _install(self, info: ModelInfo) -> SmokeResult:
+        limit = self.config.memory_limit_bytes
+        if limit is not None and info.bytes > limit:
+            raise SwapFailed("load", f"the GGUF is {info.bytes} bytes, more than memory_limit_bytes={limit}")
+        if limit is not None and self.holder.loaded_bytes() + info.bytes > limit:
+            self.holder.wait_retired(self.config.wait_timeout_s)  # a draining old model may free enough
+        if limit is None or self.holder.loaded_bytes() + info.bytes <= limit:
+            slot, smoke = self._load_and_smoke(info)
+            old = self.holder.install(slot)
+            if old is not None:
+                threading.Thread(target=self.holder.retire, args=(old,), name=f"retire-v{old.info.version}",
+                                 daemon=True).start()
+            return smoke
+        return self._paused_install(info)
+
+    def _paused_install(self, info: ModelInfo) -> SmokeResult:
+        """Two models do not fit: hold new requests, drain and unload the old, load the new; on failure
+        reload the old one before releasing the queue."""
+        log.info("v%s does not fit beside the served model (memory_limit_bytes=%s): swapping with a queue",
+                 info.version, self.config.memory_limit_bytes)
+        with self.holder.paused_swap():
+            old = self.holder.take_current()
+            if old is not None:
+                old.close_when_idle()
+            try:
+                slot, smoke = self._load_and_smoke(info)
+            except SwapFailed:
+                if old is not None:
+                    try:
+                        restored, _ = self._load_and_smoke(old.info, smoke=False)
+                        self.holder.install(restored)
+                    except SwapFailed as exc:
+                        log.error("could not reload v%s after the failed swap; serving nothing: %s",
+                                  old.info.version, exc)
+                raise
+            self.holder.install(slot)
+            return smoke
+
+    def _load_and_smoke(self, info: ModelInfo, smoke: bool = True) -> tuple[ModelSlot, SmokeResult]:
+        try:
+            llm = self._load(info.path, self.config.n_ctx, self.config.n_threads)
+        except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError; all mean "not loaded"
+            raise SwapFailed("load", f"llama.cpp could not load {info.uri or info.path}: {exc}") from exc
+        slot = ModelSlot(info, llm)
+        if not smoke:
+            return slot, SmokeResult(True, 0, 0, None, 0.0, 0.0, "not run (reloading the model that served)")
+        cfg = self.config
+        required = required_accuracy(cfg.smoke_min_accuracy, info.recorded_accuracy, cfg.smoke_tolerance)
+        try:
+            result = slot.submit(lambda llm: run_smoke(llm, self._smoke_rows, required, cfg.pet_max_tokens)).result()
+        except Exception as exc:
+            slot.close_when_idle()
+            raise SwapFailed("smoke", f"the smoke evaluation crashed: {type(exc).__name__}: {exc}") from exc
+        if not result.passed:
+            slot.close_when_idle()
+            raise SwapFailed("smoke", result.reason)
+        return slot, result
+
+    def _evict_cache(self, keep: set) -> None:
+        """Keep the served file and the one it replaced (a rollback needs no download); drop older ones.
+        A draining model's file may go too: its mapping stays valid until the model is closed."""
+        for path in self.cache_dir.glob("*.gguf"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+
+    # ---- report ------------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {"alias": self.config.alias, "alias_version": self.alias_version, "checked_at": self.checked_at,
+                "registry_error": self.registry_error, "swapping_to": self.swapping,
+                "last_swap": self.last_swap, "last_failure": self.last_failure}
+
+
+def _actor(name: str) -> str:
+    return f"{name}@{socket.gethostname()}"

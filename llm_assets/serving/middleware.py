@@ -1,0 +1,91 @@
+"""The ASGI layer under every route: request-size limit, latency and status metrics; and validation errors
+turned into one clear message."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from llm_assets.serving.metrics import Metrics
+
+ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/pet/decide", "/v1/pet/schema", "/v1/models",
+          "/v1/admin/refresh", "/health", "/metrics")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class LimitsAndMetrics:
+    """Refuses bodies over max_body_bytes with 413 (by Content-Length, or while reading a chunked body), and
+    records each request's status and time to its last byte (streams included) per route."""
+
+    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        endpoint = scope["path"] if scope["path"] in ROUTES else "other"
+        status = {"code": 500}
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await self._too_large(send, status)
+            self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+            return
+        seen = {"bytes": 0, "started": False}
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["bytes"] += len(message.get("body", b""))
+                if seen["bytes"] > self.max_body_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                status["code"], seen["started"] = message["status"], True
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+
+        try:
+            await self.app(scope, limited_receive, timed_send)
+        except BodyTooLarge:
+            if not seen["started"]:
+                await self._too_large(send, status)
+                self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+
+    async def _too_large(self, send, status: dict) -> None:
+        status["code"] = 413
+        body = json.dumps({"error": {"message": f"request body is larger than {self.max_body_bytes} bytes",
+                                     "type": "invalid_request_error", "param": None,
+                                     "code": "request_too_large"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def validation_message(errors: list[dict]) -> tuple[str, str | None, str]:
+    """(message, param, code) for pydantic's errors: every problem named by its field and the value sent."""
+    parts, param = [], None
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "json_invalid":
+            why = (err.get("ctx") or {}).get("error", err.get("msg"))
+            where = f" at position {loc[0]}" if loc else ""
+            return f"malformed JSON body: {why}{where}", None, "invalid_json"
+        if err.get("type") == "missing" and not loc:
+            return "the request body is missing: send a JSON object", None, "missing_body"
+        field = ".".join(loc) or "body"
+        param = param or field
+        got = "" if err.get("type") == "missing" else f" (got {_short(err.get('input'))})"
+        parts.append(f"{field}: {err.get('msg', 'invalid')}{got}")
+    return "; ".join(parts), param, "invalid_value"
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
