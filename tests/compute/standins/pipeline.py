@@ -1,0 +1,79 @@
+"""What the provider tests share: a moto S3 server on loopback, the tiny upstream assets in it, and a
+Dagster asset that runs one stage through a compute backend."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import dagster as dg
+
+from pipeline_configs import TINY_BASE, tiny_run_config
+
+ACCESS_KEY = "AKIASTANDINTEST0001"
+SECRET_KEY = "s3-secret-Zq8Lw2-never-in-logs"
+
+
+@contextlib.contextmanager
+def moto_s3():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with an `artifacts` bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+                 aws_secret_access_key=SECRET_KEY).create_bucket(Bucket="artifacts")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def store_resource(endpoint: str):
+    from resources.artifact_store import ArtifactStoreResource
+
+    return ArtifactStoreResource(root="s3://artifacts/pipeline", s3_endpoint_url=endpoint, aws_region="us-east-1",
+                                 aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+
+def upstream_manifests(store) -> dict:
+    """raw_dataset -> training_dataset and base_model, materialized for real (tiny) into the S3 store."""
+    from llm_assets.assets import PIPELINE_ASSETS
+    from resources.manifest_io_manager import ManifestIOManager
+
+    wanted = {"raw_dataset", "eval_benchmark", "base_model", "training_dataset"}
+    assets = [a for a in PIPELINE_ASSETS if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] in wanted]
+    config = {"ops": {k: v for k, v in tiny_run_config(num_examples=60)["ops"].items() if k in wanted}}
+    result = dg.materialize(assets, run_config=config, selection=sorted(wanted), resources={
+        "artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)})
+    assert result.success
+    return {name: result.output_for_node(name) for name in ("training_dataset", "base_model")}
+
+
+def training_config(**overrides) -> dict:
+    return {**tiny_run_config()["ops"]["lora_adapter"]["config"], **overrides}
+
+
+def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = "training",
+                    raise_on_error: bool = False, tags: dict | None = None):
+    """Materialize one asset whose body is `backend.run_stage(...)`, as the stage assets do."""
+    from resources.compute import StageRequest
+
+    @dg.asset(name="stage_under_test")
+    def stage_under_test(context):
+        result = backend.run_stage(context, StageRequest(stage=stage, inputs=inputs, config=config,
+                                                         artifact_store=store, training_examples=48))
+        return dg.MaterializeResult(metadata={**result.metadata, "uri": result.value["uri"]})
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([stage_under_test], raise_on_error=raise_on_error, tags=tags or {}, instance=instance)
+    result.logged_text = "\n".join(entry.user_message or "" for entry in instance.all_logs(result.run_id))
+    return result
+
+
+__all__ = ["TINY_BASE", "moto_s3", "store_resource", "upstream_manifests", "training_config", "run_stage_asset"]

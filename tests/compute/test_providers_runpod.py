@@ -1,0 +1,75 @@
+"""RunPodBackend through the official runpod SDK against a local stand-in of RunPod's GraphQL API.
+
+The stand-in starts the worker as a local process with exactly the pod's environment; the worker
+trains the tiny model for real and streams through Dagster Pipes over a moto S3 server on loopback.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from standins.pipeline import (
+    ACCESS_KEY, SECRET_KEY, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
+)
+from standins.runpod_api import RunPodStandin
+
+API_KEY = "rpa_STANDIN_4f9c2e-never-in-logs"
+FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
+        "retry_wait_seconds": 0.0}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3() as endpoint:
+        store = store_resource(endpoint)
+        yield store, upstream_manifests(store)
+
+
+@pytest.fixture
+def runpod(tmp_path, monkeypatch):
+    with RunPodStandin(tmp_path, api_key=API_KEY) as cloud:
+        monkeypatch.setenv("RUNPOD_API_BASE_URL", cloud.url)  # read by the SDK at every call
+        monkeypatch.setenv("TEST_RUNPOD_API_KEY", API_KEY)
+        yield cloud
+
+
+def backend(**fields):
+    from resources.compute_runpod import RunPodBackend
+
+    return RunPodBackend(api_key=dg.EnvVar("TEST_RUNPOD_API_KEY"), gpu_type_id="NVIDIA GeForce RTX 4090",
+                         cloud_type="SECURE", image="ghcr.io/llm-assets/worker:test", **{**FAST, **fields})
+
+
+def everything_said(result) -> str:
+    """Every event and log line of the run, as the UI would show them."""
+    from dagster._serdes import serialize_value
+
+    return serialize_value(result.all_events) + result.logged_text
+
+
+def test_training_runs_on_a_pod_and_the_pod_is_terminated(s3, runpod):
+    store, inputs = s3
+    result = run_stage_asset(backend(), store, inputs, training_config())
+    assert result.success
+    metadata = result.asset_materializations_for_node("stage_under_test")[0].metadata
+    assert metadata["uri"].value.startswith("s3://artifacts/pipeline/")
+    assert metadata["compute_backend"].value == "runpod"
+    assert metadata["hourly_price_usd"].value == pytest.approx(0.44)  # RunPod's securePrice, from gpuTypes
+    assert metadata["cost_usd"].value > 0 and metadata["cost_per_training_example_usd"].value > 0
+    # the pod got exactly the Pipes + store environment, and the worker command as its arguments
+    (launch,) = runpod.launches
+    env = launch["env"]
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "LLM_ASSETS_S3_ENDPOINT_URL"} <= set(env)
+    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and env["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
+    (created,) = runpod.created_inputs
+    assert created["gpuTypeId"] == "NVIDIA GeForce RTX 4090" and created["cloudType"] == "SECURE"
+    assert created["imageName"] == "ghcr.io/llm-assets/worker:test"
+    assert "python -m llm_assets.worker training" in created["dockerArgs"]
+    # logs streamed from the pod into Dagster through Pipes
+    logs = everything_said(result)
+    assert "lora_adapter step" in logs
+    # the pod stopped itself after the worker, and the backend terminated it: nothing left billing
+    assert runpod.stops == ["pod0001"] and runpod.terminations == ["pod0001"] and runpod.leaked() == []
+    assert API_KEY not in logs and SECRET_KEY not in logs
