@@ -6,8 +6,14 @@ core can never disagree. Invalid values fail before any compute starts.
 """
 
 import dagster as dg
+from pydantic import Field
 
 from llm_assets.core import hyperparameters as hp
+
+COMPUTE_FIELD_DESCRIPTION = (
+    "Where this stage runs: 'in_process' (default: inside the Dagster step on this machine) or the name of a "
+    "backend in the compute_backends resource: 'local' (a worker subprocess), 'detached' (a worker process that "
+    "shares only the S3 store), 'kubernetes', 'runpod', 'vastai', 'kaggle' where configured.")
 
 
 class RawDatasetConfig(dg.Config, hp.RawDataParams):
@@ -29,9 +35,13 @@ class BaseModelConfig(dg.Config, hp.BaseModelParams):
 class TrainingConfig(dg.Config, hp.TrainingParams):
     """Fine-tuning hyperparameters."""
 
+    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
+
 
 class ExportConfig(dg.Config, hp.ExportParams):
     """Which GGUF files to write."""
+
+    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
 
 
 class EvalConfig(dg.Config, hp.EvalParams):

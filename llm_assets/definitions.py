@@ -34,7 +34,25 @@ def _resources(env: str) -> dict:
     if env == "local":  # url unset: LLM_ASSETS_REGISTRY_URL or $DAGSTER_HOME/registry.db, read at use time
         registry = ModelRegistryResource()
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-            "model_registry": registry}
+            "model_registry": registry, **_compute_resources(env)}
+
+
+def _compute_resources(env: str) -> dict:
+    """Where stages may run, by the name a stage's `compute` config picks (default: in process).
+
+    Plain objects, not Dagster-initialised resources: a backend's secrets (dg.EnvVar) are read only
+    when a stage launches on it, so an unset provider key fails only the runs that pick that provider.
+    """
+    from resources.compute import ComputeBackends, LocalProcessBackend
+    from resources.compute_k8s import K8sBackend
+    from resources.compute_remote import DetachedProcessBackend
+
+    return {"compute_backends": ComputeBackends({
+        "local": LocalProcessBackend(),
+        "detached": DetachedProcessBackend(),
+        "kubernetes": K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"),
+                                 namespace=os.environ.get("LLM_ASSETS_K8S_NAMESPACE") or None),
+    })}
 
 
 defs = dg.Definitions(

@@ -36,7 +36,8 @@ The contract every backend implements (PART B's RunPod / Vast.ai / Kaggle plug i
   - Errors: raise (or let `poll` return in `JobStatus.error`) the classes of
     `llm_assets.core.failures`: `PreemptedError`, `ProviderQueueFullError`, `BootstrapError`,
     `ProviderUnavailableError` ... are retryable; anything else classifies there. `run_stage`
-    turns a retryable verdict into `dg.RetryRequested` (up to `max_retries`) and a fatal one into
+    re-raises a retryable verdict as a `RetryableError` (the asset's `COMPUTE_RETRY_POLICY` retries
+    it, and training resumes from its checkpoint) and turns a fatal one into
     `dg.Failure(allow_retries=False)` whose description starts with the verdict's headline.
 """
 
@@ -146,10 +147,6 @@ class ComputeBackend(dg.ConfigurableResource):
         "fatally once its cost passes this. Unset: no cap.")
     gpus: int = Field(default=0, ge=0, description="GPUs the machine gives the worker; more than 1 launches "
                       "the worker through torchrun (one process per GPU, DDP).")
-    max_retries: int = Field(default=2, ge=0, description="Step retries after a retryable failure "
-                             "(preemption, no capacity, lost machine); each resumes from the last checkpoint.")
-    retry_wait_seconds: float = Field(default=5.0, ge=0, description="Wait before a retry.")
-
     @property
     def backend_name(self) -> str:
         return type(self).__name__
@@ -165,13 +162,19 @@ class ComputeBackend(dg.ConfigurableResource):
         return CostMeter(self.backend_name, price, self.max_cost_usd, started_at or time.time())
 
     def raise_classified(self, context, exc: BaseException) -> None:
-        """Retryable -> dg.RetryRequested (bounded); fatal -> dg.Failure that Dagster will not retry."""
+        """Fatal -> dg.Failure that Dagster will not retry, its description the verdict's headline;
+        retryable -> a llm_assets.core.failures RetryableError, which the asset's RetryPolicy retries."""
         verdict = classify(exc)
-        context.log.error(verdict.headline)
-        if verdict.retryable and context.retry_number < self.max_retries:
-            raise dg.RetryRequested(max_retries=self.max_retries, seconds_to_wait=self.retry_wait_seconds) from exc
+        if verdict.retryable:
+            context.log.warning(f"{self.backend_name}: {verdict.headline}")
+            if isinstance(exc, RetryableError):
+                raise exc
+            retryable = RetryableError(verdict.message)
+            retryable.reason = verdict.reason
+            raise retryable from exc
+        context.log.error(f"{self.backend_name}: {verdict.headline}")
         raise dg.Failure(description=verdict.headline, allow_retries=False,
-                         metadata={"failure_kind": verdict.kind.value, "failure_reason": verdict.reason}) from exc
+                         metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}) from exc
 
 
 class ComputeBackends:

@@ -97,7 +97,7 @@ class RemoteComputeBackend(ComputeBackend):
     def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> StageResult:
         try:
             return self._run(context, request)
-        except (dg.Failure, dg.RetryRequested):
+        except dg.Failure:
             raise
         except Exception as exc:  # BaseException (cancellation) passes through untouched
             self.raise_classified(context, as_classifiable(exc))

@@ -23,5 +23,8 @@ def resources_for(root, **registry) -> dict:
     from resources.registry import ModelRegistryResource
 
     store = ArtifactStoreResource(root=str(root))
+    from resources.compute import ComputeBackends, LocalProcessBackend
+
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-            "model_registry": ModelRegistryResource(url=f"sqlite:///{root}/registry.db", **registry)}
+            "model_registry": ModelRegistryResource(url=f"sqlite:///{root}/registry.db", **registry),
+            "compute_backends": ComputeBackends({"local": LocalProcessBackend()})}

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
+from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import BaseModelConfig, TrainingConfig
-from llm_assets.core import dataset_io, training
 from llm_assets.core.base_models import prepare_base_model
-from llm_assets.core.plots import loss_curve_png, markdown_image
 from resources.artifact_store import ArtifactStoreResource
+from resources.compute import ComputeBackends
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "huggingface"}, owners=["team:ml"])
@@ -40,37 +40,13 @@ def checkpoint_dir(*parts: str) -> Path:
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=["team:ml"])
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig,
-                 artifact_store: ArtifactStoreResource, training_dataset: dict, base_model: dict) -> dg.Output:
-    """LoRA (or full) fine-tune with TRL's SFTTrainer: completion-only loss, resumable checkpoints, loss curve."""
-    store = artifact_store.store()
-    ckpt = checkpoint_dir(training_dataset["sha256"], base_model["sha256"], config.model_dump_json())
+                 artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends],
+                 training_dataset: dict, base_model: dict) -> dg.Output:
+    """LoRA (or full) fine-tune with TRL's SFTTrainer: completion-only loss, resumable checkpoints, loss curve.
 
-    def on_progress(entry: dict) -> None:
-        if "loss" in entry or "eval_loss" in entry:
-            context.log.info(
-                f"lora_adapter step {entry['step']}/{entry['total_steps']} epoch {entry['epoch']} "
-                + " ".join(f"{k} {entry[k]:.4f}" for k in ("loss", "eval_loss", "grad_norm", "learning_rate")
-                           if isinstance(entry.get(k), float))
-                + f" eta {entry['eta_seconds']:.0f}s")
-
-    with scratch(context) as tmp:
-        data = fetch(store, training_dataset, tmp / "data")
-        base = fetch(store, base_model, tmp / "base")
-        train_rows = dataset_io.read_split(data / "train.jsonl")
-        validation_rows = dataset_io.read_split(data / "validation.jsonl")
-        out = tmp / "lora_adapter"
-        result = training.train_sft(base, train_rows, validation_rows, out, ckpt, config, on_progress=on_progress)
-        png = loss_curve_png(result["history"])
-        (out / "loss_curve.png").write_bytes(png)
-        artifact = publish(context, store, out)
-        summary = {k: v for k, v in result.items() if k != "history"}
-        value = manifest(artifact, out, **summary, config=config.model_dump(),
-                         training_dataset_sha256=training_dataset["sha256"], base_model_sha256=base_model["sha256"])
-    training.clear_checkpoints(ckpt)
-    return output(value, {
-        "train_loss": result["train_loss"], "eval_loss": result["eval_loss"] or float("nan"),
-        "steps": result["global_steps"], "seconds": result["seconds"],
-        "resumed_from": str(result["resumed_from"]),
-        "config": dg.MetadataValue.json(config.model_dump()),
-        "loss_curve": dg.MetadataValue.md(markdown_image(png, "loss curve")),
-    })
+    Runs where `config.compute` says: in the step's process (default) or on a compute backend
+    (llm_assets/assets/compute_routing.py); the stage body is llm_assets.compute.stages.train.
+    """
+    return run_stage_asset(context, "training", {"training_dataset": training_dataset, "base_model": base_model},
+                           config, artifact_store, compute_backends,
+                           training_examples=training_dataset.get("train_rows"))

@@ -1,0 +1,92 @@
+"""Training checkpoints mirrored to the artifact store, so a new machine resumes where a lost one stopped.
+
+The trainer writes checkpoints to a local folder and marks each one complete after its last file
+(llm_assets.core.training). A background thread uploads every newly completed checkpoint as a folder
+artifact (its manifest is written last, so a half upload is never trusted) and then points
+`<prefix>/LATEST.json` at it. A worker starting on a fresh machine downloads that checkpoint first.
+After the stage succeeds LATEST points at nothing, so the same work later starts from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+from llm_assets.core.artifacts import ArtifactStore
+from llm_assets.core.training import COMPLETE_MARKER, latest_complete_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _write_latest(store: ArtifactStore, prefix: str, checkpoint: Optional[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "LATEST.json"
+        path.write_text(json.dumps({"checkpoint": checkpoint}), encoding="utf-8")
+        store.put_file(path, f"{prefix}/LATEST.json")
+
+
+def latest_in_store(store: ArtifactStore, prefix: str) -> Optional[str]:
+    uri = store.uri_for(f"{prefix}/LATEST.json")
+    if not store.exists(uri):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(store.get_file(uri, Path(tmp) / "LATEST.json").read_text(encoding="utf-8"))["checkpoint"]
+
+
+def restore_latest(store: ArtifactStore, prefix: str, local_dir: Path) -> Optional[str]:
+    """Download the newest complete checkpoint in the store into `local_dir`; its name, or None."""
+    name = latest_in_store(store, prefix)
+    if name is None:
+        return None
+    store.get_dir(store.uri_for(f"{prefix}/{name}"), Path(local_dir) / name)
+    return name
+
+
+def mark_finished(store: ArtifactStore, prefix: str) -> None:
+    _write_latest(store, prefix, None)
+
+
+class CheckpointUploader:
+    """Uploads each newly completed local checkpoint while training runs (a daemon thread)."""
+
+    def __init__(self, store: ArtifactStore, prefix: str, local_dir: Path, interval: float = 1.0,
+                 on_upload=None):
+        self.store, self.prefix, self.local_dir, self.interval = store, prefix, Path(local_dir), interval
+        self.on_upload = on_upload
+        self.uploaded: Optional[str] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-uploader", daemon=True)
+
+    def __enter__(self) -> "CheckpointUploader":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self.sync()  # the last checkpoint too (the stage still may fail after training)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sync()
+
+    def sync(self) -> None:
+        latest = latest_complete_checkpoint(self.local_dir)
+        if latest is None or latest.name == self.uploaded:
+            return
+        try:
+            self.store.put_dir(latest, f"{self.prefix}/{latest.name}")
+        except (FileNotFoundError, OSError) as exc:  # rotated away by the trainer mid-upload: a newer one exists
+            log.info("checkpoint %s not uploaded (%s); a newer one will be", latest.name, exc)
+            return
+        if not (latest / COMPLETE_MARKER).exists():
+            return
+        _write_latest(self.store, self.prefix, latest.name)
+        self.uploaded = latest.name
+        if self.on_upload:
+            self.on_upload(latest.name)

@@ -1,0 +1,72 @@
+"""Shared by the compute tests: a real S3-compatible server (moto's server mode) on loopback, and a
+store with the tiny pipeline's upstream assets (data, base model) already materialized in it."""
+
+from __future__ import annotations
+
+import socket
+
+import dagster as dg
+import pytest
+
+from tests.pipeline_configs import TINY_BASE
+
+UPSTREAM = ["raw_dataset", "eval_benchmark", "training_dataset", "base_model"]
+TRAINING_CONFIG = {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "save_steps": 2, "logging_steps": 1,
+                   "learning_rate": 1e-3, "lora_r": 4, "lora_alpha": 8, "threads": 1}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_store_resource(endpoint: str, bucket: str):
+    import boto3
+
+    from resources.artifact_store import ArtifactStoreResource
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="AKIATESTING",
+                 aws_secret_access_key="compute-test-secret").create_bucket(Bucket=bucket)
+    return ArtifactStoreResource(root=f"s3://{bucket}/pipeline", s3_endpoint_url=endpoint, aws_region="us-east-1",
+                                 aws_access_key_id="AKIATESTING", aws_secret_access_key="compute-test-secret")
+
+
+def pipeline_resources(store, backends: dict) -> dict:
+    from resources.compute import ComputeBackends
+    from resources.manifest_io_manager import ManifestIOManager
+
+    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
+            "compute_backends": ComputeBackends(backends)}
+
+
+def materialize_upstream(store) -> None:
+    from llm_assets.assets import PIPELINE_ASSETS
+
+    config = {"ops": {"raw_dataset": {"config": {"source": "embedded:pet", "num_examples": 120}},
+                      "eval_benchmark": {"config": {"examples_per_category": 4}},
+                      "base_model": {"config": TINY_BASE}}}
+    result = dg.materialize([a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM],
+                            resources=pipeline_resources(store, {}), run_config=config)
+    assert result.success
+
+
+def materialize_stage(store, backends: dict, asset: str = "lora_adapter", instance=None, **config):
+    """Materialize one stage whose upstream manifests are already in the store."""
+    from llm_assets.assets import PIPELINE_ASSETS
+
+    needed = [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + ["lora_adapter", asset]]
+    return dg.materialize(needed, selection=[asset], resources=pipeline_resources(store, backends),
+                          run_config={"ops": {asset: {"config": config}}}, instance=instance,
+                          raise_on_error=False)
+
+
+def log_lines(instance, run_id: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id)]

@@ -1,0 +1,85 @@
+"""The pure parts of compute: worker command (torchrun), job identity, cost and budget, selection, errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from llm_assets.compute.cost import BudgetExceededError, CostMeter
+from llm_assets.compute.launch import EXIT_RETRYABLE, job_key, worker_command, worker_environment
+from llm_assets.core.errors import ConfigError
+from llm_assets.core.failures import classify
+from resources.compute import ComputeBackends, LocalProcessBackend, error_from_exit_code, exit_code_of
+from resources.compute_k8s import K8sBackend, pod_failure
+from resources.compute_remote import DetachedProcessBackend
+
+
+def test_worker_command_single_device_and_torchrun_for_more_than_one_gpu():
+    assert worker_command("training", 0, "/py") == ["/py", "-m", "llm_assets.worker", "training"]
+    assert worker_command("export", 1) == ["python", "-m", "llm_assets.worker", "export"]
+    assert worker_command("training", 4) == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=4",
+                                             "-m", "llm_assets.worker", "training"]
+    assert LocalProcessBackend(gpus=2).command("training")[:2] == ["torchrun", "--standalone"]
+    with pytest.raises(ConfigError, match="stage='train'"):
+        worker_command("train")
+
+
+def test_job_key_is_the_same_for_the_same_work_and_differs_otherwise():
+    inputs = {"training_dataset": {"sha256": "a" * 64, "uri": "s3://x/1"}, "base_model": {"sha256": "b" * 64}}
+    moved = {**inputs, "training_dataset": {"sha256": "a" * 64, "uri": "s3://elsewhere"}}
+    assert job_key("training", inputs, {"lr": 1}) == job_key("training", moved, {"lr": 1})
+    assert job_key("training", inputs, {"lr": 1}) != job_key("training", inputs, {"lr": 2})
+    assert job_key("training", inputs, {"lr": 1}) != job_key("export", inputs, {"lr": 1})
+
+
+def test_cost_per_example_and_budget_cap_on_an_injected_clock():
+    now = [1000.0]
+    meter = CostMeter("runpod", hourly_price_usd=3.6, max_cost_usd=0.01, started_at=1000.0, clock=lambda: now[0])
+    now[0] += 5  # 5 s at $3.60/h = $0.005
+    report = meter.report(training_examples=100)
+    assert report["cost_usd"] == pytest.approx(0.005)
+    assert report["cost_per_training_example_usd"] == pytest.approx(0.00005)
+    assert report["compute_seconds"] == 5 and report["max_cost_usd"] == 0.01
+    assert meter.seconds_until_cap() == pytest.approx(5.0)
+    meter.check_budget()
+    now[0] += 6
+    with pytest.raises(BudgetExceededError, match=r"exceeded the budget cap max_cost_usd=\$0.0100") as err:
+        meter.check_budget()
+    assert not classify(err.value).retryable
+    assert CostMeter("local", 0.0).seconds_until_cap() is None
+
+
+def test_unknown_backend_names_the_choices():
+    backends = ComputeBackends({"local": LocalProcessBackend()})
+    with pytest.raises(ConfigError, match=r"compute='runpod'.*\['in_process', 'local'\]"):
+        backends.get("runpod")
+
+
+@pytest.mark.parametrize("cls", [LocalProcessBackend, DetachedProcessBackend, K8sBackend])
+def test_every_backend_field_is_described(cls):
+    for name, field in cls.model_fields.items():
+        assert field.description, f"{cls.__name__}.{name}"
+
+
+def test_worker_environment_carries_store_endpoint_and_credentials_only_when_set():
+    env = worker_environment(s3_endpoint_url="http://127.0.0.1:9", aws_region=None, aws_access_key_id="AK",
+                             aws_secret_access_key="SK", flush_seconds=2, extra={"HF_HUB_OFFLINE": 1})
+    assert env["LLM_ASSETS_S3_ENDPOINT_URL"] == "http://127.0.0.1:9" and env["AWS_SECRET_ACCESS_KEY"] == "SK"
+    assert "AWS_REGION" not in env and env["HF_HUB_OFFLINE"] == "1" and env["LLM_ASSETS_PIPES_FLUSH_SECONDS"] == "2"
+
+
+def test_exit_codes_and_pod_failures_map_onto_the_failure_classification():
+    assert exit_code_of("External execution process failed with code -9") == -9
+    assert classify(error_from_exit_code(-9, "x")).reason == "preemption"
+    assert classify(error_from_exit_code(EXIT_RETRYABLE, "x")).retryable
+    assert not classify(error_from_exit_code(1, "x")).retryable
+    assert classify(pod_failure(Exception('Failed: Reason="ImagePullBackOff" Message="x"'))).reason == "bootstrap"
+    assert classify(pod_failure(Exception("Timed out while waiting for pod to become ready"))).reason == "queue_full"
+    assert classify(pod_failure(Exception('Pod "p" was unexpectedly killed'))).reason == "preemption"
+    assert classify(pod_failure(Exception("Terminated with exit code 137: OOMKilled"))).reason == "oom"
+
+
+def test_worker_outside_dagster_says_how_it_is_started():
+    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", "training"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 2 and "DAGSTER_PIPES_CONTEXT is not set" in done.stderr

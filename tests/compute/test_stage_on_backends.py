@@ -1,0 +1,173 @@
+"""The worker for real: a subprocess through PipesSubprocessClient on the local store, and a detached process
+that shares only a real S3 server (moto, loopback) with the step: context injection, streamed logs,
+artifacts, checkpoints, resume after the worker is killed, re-attach after an orchestrator restart,
+budget cap, and no process left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from llm_assets.compute.checkpoint_sync import latest_in_store
+from llm_assets.compute.launch import JobRecord, checkpoint_prefix, job_key
+from llm_assets.core.hyperparameters import TrainingParams
+from resources.compute import LocalProcessBackend
+from resources.compute_remote import DetachedProcessBackend, _alive
+from tests.compute.conftest import (
+    TRAINING_CONFIG, log_lines, materialize_stage, materialize_upstream, s3_store_resource,
+)
+from tests.pipeline_configs import resources_for
+
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+              "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def s3_store(s3_endpoint):
+    store = s3_store_resource(s3_endpoint, "compute-stages")
+    materialize_upstream(store)
+    return store
+
+
+def detached(**fields) -> DetachedProcessBackend:
+    return DetachedProcessBackend(worker_env=WORKER_ENV, **fields)
+
+
+def manifest_of(store, asset: str) -> dict:
+    from llm_assets.assets.common import fetch  # noqa: F401  (same loader the IO manager uses)
+    import tempfile
+    from pathlib import Path
+
+    s = store.store()
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(s.get_file(s.uri_for(f"manifests/{asset}.json"), Path(tmp) / "m.json").read_text())
+
+
+def key_for(store, **config) -> str:
+    inputs = {name: manifest_of(store, name) for name in ("training_dataset", "base_model")}
+    params = TrainingParams(**{k: v for k, v in config.items() if k != "compute"}).model_dump(mode="json")
+    return job_key("training", inputs, params)
+
+
+def test_local_subprocess_worker_trains_through_pipes(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    store = resources_for(tmp_path / "store")["artifact_store"]
+    materialize_upstream(store)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_stage(store, {"local": LocalProcessBackend(env=WORKER_ENV, hourly_price_usd=0.5)},
+                               instance=instance, compute="local", **TRAINING_CONFIG)
+    assert result.success
+    meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
+    assert meta["compute_backend"].value == "LocalProcessBackend" and meta["steps"].value == 4
+    assert meta["cost_usd"].value > 0 and meta["cost_per_training_example_usd"].value > 0
+    assert meta["uri"].value.startswith((tmp_path / "store").as_uri())
+    lines = log_lines(instance, result.run_id)
+    assert any("lora_adapter step 4/4" in line for line in lines), lines  # the worker's progress, streamed
+
+
+def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoints(s3_store):
+    config = {**TRAINING_CONFIG, "seed": 1}
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_stage(s3_store, {"detached": detached(hourly_price_usd=1.8)}, instance=instance,
+                               compute="detached", **config)
+    assert result.success
+    meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
+    uri = meta["uri"].value
+    assert uri.startswith("s3://compute-stages/pipeline/runs/") and s3_store.store().exists(uri)
+    assert meta["hourly_price_usd"].value == 1.8 and meta["cost_usd"].value > 0
+    lines = log_lines(instance, result.run_id)
+    assert any("launched job" in line for line in lines)
+    assert any("lora_adapter step 4/4" in line for line in lines)
+    assert any("saved to the store" in line for line in lines), lines
+    key = key_for(s3_store, **config)
+    record = JobRecord.load(s3_store.store(), key)
+    assert record.state == "finished" and not _alive(int(record.job_id))
+    assert latest_in_store(s3_store.store(), checkpoint_prefix(key)) is None  # finished: the next run starts fresh
+    assert "compute-test-secret" not in "\n".join(lines) + json.dumps(record.__dict__)
+
+
+def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_store):
+    config = {**TRAINING_CONFIG, "max_steps": 60, "save_steps": 5, "seed": 2}
+    store, key = s3_store.store(), key_for(s3_store, **config)
+    killed = []
+
+    def kill_after_first_checkpoint():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            if latest_in_store(store, checkpoint_prefix(key)):
+                record = JobRecord.load(store, key)
+                os.killpg(int(record.job_id), signal.SIGKILL)  # the machine is lost mid-training
+                killed.append(record.job_id)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    watcher.start()
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_stage(s3_store, {"detached": detached()}, instance=instance, compute="detached", **config)
+    watcher.join(timeout=5)
+    assert killed, "the worker finished before a checkpoint reached the store"
+    assert result.success
+    meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
+    assert meta["resumed_from"].value.startswith("checkpoint-") and meta["steps"].value == 60
+    lines = log_lines(instance, result.run_id)
+    assert any("RETRYABLE (preemption)" in line for line in lines), lines
+    assert any("restored checkpoint-" in line for line in lines)
+    assert not _alive(int(killed[0]))
+
+
+ORCHESTRATOR = textwrap.dedent("""
+    import sys, json
+    from tests.compute.conftest import materialize_stage
+    from resources.artifact_store import ArtifactStoreResource
+    from resources.compute_remote import DetachedProcessBackend
+    store = ArtifactStoreResource(**json.loads(sys.argv[1]))
+    backend = DetachedProcessBackend(worker_env=json.loads(sys.argv[2]))
+    materialize_stage(store, {"detached": backend}, compute="detached", **json.loads(sys.argv[3]))
+""")
+
+
+def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launching_another(s3_store, tmp_path):
+    config = {**TRAINING_CONFIG, "max_steps": 40, "save_steps": 100, "seed": 3}
+    store, key = s3_store.store(), key_for(s3_store, **config)
+    fields = {k: getattr(s3_store, k) for k in ("root", "s3_endpoint_url", "aws_region", "aws_access_key_id",
+                                                "aws_secret_access_key")}
+    orchestrator = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, json.dumps(fields), json.dumps(WORKER_ENV),
+                                     json.dumps(config)], cwd=os.getcwd(), env={**os.environ, **WORKER_ENV})
+    deadline, record = time.time() + 240, None
+    while time.time() < deadline and record is None:
+        record = JobRecord.load(store, key)
+        time.sleep(0.2)
+    assert record is not None and record.state == "running"
+    orchestrator.kill()  # dies without unwinding: the job keeps running, recorded
+    orchestrator.wait()
+    assert _alive(int(record.job_id))
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_stage(s3_store, {"detached": detached()}, instance=instance, compute="detached", **config)
+    assert result.success
+    lines = log_lines(instance, result.run_id)
+    assert any(f"re-attaching to job {record.job_id}" in line for line in lines), lines
+    assert not any("launched job" in line for line in lines)
+    assert JobRecord.load(store, key).state == "finished" and not _alive(int(record.job_id))
+    assert result.asset_materializations_for_node("lora_adapter")[0].metadata["steps"].value == 40
+
+
+def test_budget_cap_stops_the_job_fatally_and_terminates_it(s3_store):
+    config = {**TRAINING_CONFIG, "max_steps": 2000, "seed": 4}
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_stage(s3_store, {"detached": detached(hourly_price_usd=3600.0, max_cost_usd=3.0)},
+                               instance=instance, compute="detached", **config)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "budget cap max_cost_usd=$3.0000" in failure.step_failure_data.error.message
+    assert sum(1 for e in result.all_events if e.event_type_value == "STEP_RESTARTED") == 0  # fatal: no retry
+    record = JobRecord.load(s3_store.store(), key_for(s3_store, **config))
+    assert record.state == "finished" and not _alive(int(record.job_id))
