@@ -59,6 +59,7 @@ class ServerState:
         try:
             slot = self.holder.try_acquire()
             if slot is None:  # a memory-limited swap is running: wait in the short queue
+                self.metrics.count("queued_requests_total")
                 slot = await anyio.to_thread.run_sync(self.holder.acquire, limiter=self._wait_limiter)
             return slot
         except NoModelError as exc:

@@ -30,6 +30,7 @@ class Metrics:
             "completion_tokens_total": "Tokens generated, by model version.",
             "prompt_tokens_total": "Prompt tokens evaluated, by model version.",
             "swaps_total": "Attempts to follow the registry alias, by result and failed stage.",
+            "queued_requests_total": "Requests that waited for a memory-limited swap to finish.",
             "request_seconds": "Time from a request's arrival to its last byte, by endpoint.",
         }
 
@@ -47,6 +48,10 @@ class Metrics:
         with self._lock:
             self._counters["prompt_tokens_total"][(("version", str(version)),)] += prompt
             self._counters["completion_tokens_total"][(("version", str(version)),)] += completion
+
+    def count(self, name: str, value: float = 1) -> None:
+        with self._lock:
+            self._counters[name][()] += value
 
     def swap(self, result: str, seconds: float | None, stage: str = "") -> None:
         with self._lock:
