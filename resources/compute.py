@@ -129,7 +129,7 @@ def resolve_secret(value: Optional[str], field_name: str) -> str:
     if isinstance(value, dg.EnvVar):
         resolved = value.get_value()
         if not resolved:
-            raise dg.Failure(description=f"FATAL (config): environment variable {str(value)} for {field_name} "
+            raise dg.Failure(description=f"FATAL (config): environment variable {value.env_var_name} for {field_name} "
                              "is not set", allow_retries=False)
         return resolved
     if not value:

@@ -34,7 +34,7 @@ def worker_pod_spec(*, image: str, command: list[str], gpus: int = 0, gpu_resour
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if gpus:
-        limits[gpu_resource] = gpus  # GPUs are requested through limits; the scheduler matches requests
+        limits[gpu_resource] = str(gpus)  # GPUs are requested through limits; the scheduler matches requests
     if cpu:
         requests["cpu"] = cpu
     if memory:

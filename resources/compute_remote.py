@@ -127,7 +127,9 @@ class RemoteComputeBackend(ComputeBackend):
         failure = failure_reported(session)
         if failure is not None:
             raise failure
-        if status.phase != "succeeded":
+        # A job this process did not start (re-attached) ends as "gone": its Pipes messages tell how it ended.
+        reported = status.phase == "gone" and session.message_handler.received_closed_message
+        if status.phase != "succeeded" and not reported:
             if status.error is not None:
                 raise status.error
             if not session.message_handler.received_opened_message:

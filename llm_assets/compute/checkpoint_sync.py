@@ -73,7 +73,10 @@ class CheckpointUploader:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.sync()
+            try:
+                self.sync()
+            except Exception:  # a failed upload must not end the mirroring: the next pass retries
+                log.exception("checkpoint upload failed; retrying on the next pass")
 
     def sync(self) -> None:
         latest = latest_complete_checkpoint(self.local_dir)
@@ -81,7 +84,7 @@ class CheckpointUploader:
             return
         try:
             self.store.put_dir(latest, f"{self.prefix}/{latest.name}")
-        except (FileNotFoundError, OSError) as exc:  # rotated away by the trainer mid-upload: a newer one exists
+        except OSError as exc:  # rotated away by the trainer mid-upload: a newer one exists
             log.info("checkpoint %s not uploaded (%s); a newer one will be", latest.name, exc)
             return
         if not (latest / COMPLETE_MARKER).exists():
