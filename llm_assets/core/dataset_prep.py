@@ -127,29 +127,53 @@ class PromptRenderer:
             return rendered
         return self._template(messages)
 
+    def frame_user_texts(self, texts: Sequence[str]) -> list[str]:
+        """Prompts of single-user-turn rows, in order: exactly `self([{"role": "user", ...}])` per text.
+
+        Rows are rendered through the template until the frame is confirmed;
+        after that the frame is glued on without a template call (~0.2 us a row).
+        """
+        if self.tokenizer is None:
+            return list(texts)
+        out: list[str] = []
+        i = 0
+        while i < len(texts) and (self._frame is None or self._unconfirmed > 0):
+            out.append(self([{"role": "user", "content": texts[i]}]))
+            i += 1
+        if i < len(texts):
+            head, tail = self._frame
+            out += [head + text + tail for text in texts[i:]]
+        return out
+
+
+def normalize_row(row: dict, index: int, render: "PromptRenderer") -> tuple[dict | None, dict | None]:
+    """(normalized row, None) or (None, issue) for one raw row; `index` is its 0-based position."""
+    source = row.get("source") or f"row {index + 1}"
+    try:
+        messages, completion, user_text = _conversation(row)
+        if not user_text.strip():
+            raise _RowProblem(f"empty prompt (user text is {snippet(user_text)})")
+        if not completion.strip():
+            raise _RowProblem(f"empty completion: {snippet(completion)}")
+    except _RowProblem as problem:
+        return None, {"source": source, "problem": str(problem)}
+    return {
+        "prompt": render(messages), "completion": completion, "source": source,
+        "user_text": user_text, "content_key": content_key(messages, completion),
+    }, None
+
 
 def normalize_rows(rows: Iterable[dict], tokenizer=None) -> tuple[list[dict], list[dict]]:
     """(normalized rows, issues): each issue is {"source", "problem"}; such rows are left out."""
     render = PromptRenderer(tokenizer)
     normalized, issues = [], []
     for index, row in enumerate(rows):
-        source = row.get("source") or f"row {index + 1}"
-        try:
-            messages, completion, user_text = _conversation(row)
-            if not user_text.strip():
-                raise _RowProblem(f"empty prompt (user text is {snippet(user_text)})")
-            if not completion.strip():
-                raise _RowProblem(f"empty completion: {snippet(completion)}")
-        except _RowProblem as problem:
-            issues.append({"source": source, "problem": str(problem)})
-            continue
-        normalized.append({
-            "prompt": render(messages), "completion": completion, "source": source,
-            "user_text": user_text, "content_key": content_key(messages, completion),
-        })
+        ok, issue = normalize_row(row, index, render)
+        if issue is not None:
+            issues.append(issue)
+        else:
+            normalized.append(ok)
     return normalized, issues
-
-
 
 
 def find_duplicates(rows: Iterable[dict]) -> list[tuple[str, str]]:
@@ -179,13 +203,22 @@ def dedupe(rows: Iterable[dict]) -> tuple[list[dict], int]:
     return unique, removed
 
 
+def fast_backend(tokenizer):
+    """The Rust tokenizer to count with directly, or None where transformers' call is needed.
+
+    A tokenizer.json may carry truncation/padding settings that would cap the
+    counts; transformers' own call clears them (so it also must not run in two
+    threads at once).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and (backend.truncation is not None or backend.padding is not None):
+        return None
+    return backend
+
+
 def token_lengths(texts: Sequence[str], tokenizer, batch_size: int = TOKENIZE_BATCH) -> list[int]:
     """Token count of each text (no special tokens added), encoded in batches."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    # A tokenizer.json may carry truncation/padding settings that would cap the
-    # counts; transformers' own call clears them, so use it then.
-    if backend is not None and (backend.truncation is not None or backend.padding is not None):
-        backend = None
+    backend = fast_backend(tokenizer)
     lengths: list[int] = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start: start + batch_size])
@@ -211,7 +244,9 @@ def _summary(values: Sequence[int]) -> dict:
 
 
 def _stats(prompt_lens: Sequence[int], completion_lens: Sequence[int]) -> dict:
-    totals = [p + c for p, c in zip(prompt_lens, completion_lens)]
+    import numpy as np
+
+    totals = np.asarray(prompt_lens, dtype=np.int64) + np.asarray(completion_lens, dtype=np.int64)
     return {
         "rows": len(totals), "prompt": _summary(prompt_lens),
         "completion": _summary(completion_lens), "total": _summary(totals),
@@ -270,49 +305,67 @@ def validate(
     `max_listed` caps the messages listed per kind of problem; counts stay exact.
     Without a tokenizer (or max_tokens None) lengths are not checked.
     """
-    schema, dup_lines, long_rows, overlap = (_Capped(max_listed) for _ in range(4))
+    lengths = None
+    long_rows: list[tuple] = []
+    if tokenizer is not None:
+        lengths = (token_lengths([r["prompt"] for r in rows], tokenizer),
+                   token_lengths([r["completion"] for r in rows], tokenizer))
+        if max_tokens is not None:
+            long_rows = [(row["source"], p, c) for row, p, c in zip(rows, *lengths) if p + c > max_tokens]
+    bench = {fold(p) for p in benchmark_prompts}
+    overlap = []
+    if bench:
+        texts = ((row["source"], row.get("user_text", row["prompt"])) for row in rows)
+        overlap = [(source, text) for source, text in texts if fold(text) in bench]
+    return assemble_report(len(rows), issues, find_duplicates(rows), lengths, long_rows, overlap,
+                           max_tokens, max_duplicate_fraction, max_listed)
+
+
+def assemble_report(
+    n_rows: int,
+    issues: Sequence[dict],
+    dups: Sequence[tuple[str, str]],
+    lengths: tuple[Sequence[int], Sequence[int]] | None,
+    long_rows: Sequence[tuple],
+    overlap: Sequence[tuple[str, str]],
+    max_tokens: int | None,
+    max_duplicate_fraction: float,
+    max_listed: int = DEFAULT_MAX_LISTED,
+) -> ValidationReport:
+    """The report from what the checks found, in one wording for the row and the columnar paths.
+
+    dups: (duplicate's source, first source); lengths: (prompt, completion) token
+    counts of every valid row or None; long_rows: (source, prompt, completion
+    tokens); overlap: (source, user text).
+    """
+    schema, dup_lines, long_listed, overlap_listed = (_Capped(max_listed) for _ in range(4))
     for issue in issues:
         schema.add(f"{issue['source']}: {issue['problem']}")
-
-    dups = find_duplicates(rows)
-    dup_fraction = len(dups) / len(rows) if rows else 0.0
+    dup_fraction = len(dups) / n_rows if n_rows else 0.0
     for dup, first in dups:
         dup_lines.add(f"{dup}: duplicate of {first}")
     too_many_dups = dup_fraction > max_duplicate_fraction
-
-    stats = None
-    if tokenizer is not None:
-        prompt_lens = token_lengths([r["prompt"] for r in rows], tokenizer)
-        completion_lens = token_lengths([r["completion"] for r in rows], tokenizer)
-        stats = _stats(prompt_lens, completion_lens)
-        if max_tokens is not None:
-            for row, p, c in zip(rows, prompt_lens, completion_lens):
-                if p + c > max_tokens:
-                    long_rows.add(f"{row['source']}: over-length: {p + c} tokens "
-                                  f"(prompt {p} + completion {c}) > max_tokens {max_tokens}")
-
-    bench = {fold(p) for p in benchmark_prompts}
-    if bench:
-        for row in rows:
-            text = row.get("user_text", row["prompt"])
-            if fold(text) in bench:
-                overlap.add(f"{row['source']}: benchmark overlap: prompt equals a benchmark prompt: {snippet(text)}")
+    for source, p, c in long_rows:
+        long_listed.add(f"{source}: over-length: {p + c} tokens "
+                        f"(prompt {p} + completion {c}) > max_tokens {max_tokens}")
+    for source, text in overlap:
+        overlap_listed.add(f"{source}: benchmark overlap: prompt equals a benchmark prompt: {snippet(text)}")
 
     problems = schema.listed()
     warnings: list[str] = []
     if dups:
-        summary = (f"duplicate fraction {dup_fraction:.4f} ({len(dups)} of {len(rows)} rows) "
+        summary = (f"duplicate fraction {dup_fraction:.4f} ({len(dups)} of {n_rows} rows) "
                    f"{'>' if too_many_dups else '<='} max_duplicate_fraction {max_duplicate_fraction}")
         (problems if too_many_dups else warnings).extend([summary] + dup_lines.listed())
-    problems += long_rows.listed() + overlap.listed()
+    problems += long_listed.listed() + overlap_listed.listed()
     counts = {
-        "rows": len(rows) + len(issues), "valid_rows": len(rows), "schema_issues": len(issues),
+        "rows": n_rows + len(issues), "valid_rows": n_rows, "schema_issues": len(issues),
         "duplicates": len(dups), "duplicate_fraction": round(dup_fraction, 6),
-        "over_length": long_rows.total, "benchmark_overlap": overlap.total,
+        "over_length": long_listed.total, "benchmark_overlap": overlap_listed.total,
     }
-    failed = bool(issues) or too_many_dups or long_rows.total > 0 or overlap.total > 0
-    return ValidationReport(passed=not failed, problems=problems, counts=counts,
-                            warnings=warnings, token_stats=stats)
+    failed = bool(issues) or too_many_dups or long_listed.total > 0 or overlap_listed.total > 0
+    return ValidationReport(passed=not failed, problems=problems, counts=counts, warnings=warnings,
+                            token_stats=_stats(*lengths) if lengths is not None else None)
 
 
 def _unit_hash(seed: int, prompt: str) -> float:
@@ -327,15 +380,21 @@ def split_rows(rows: Sequence[dict], validation_fraction: float, seed: int) -> t
     never moves an existing one (rows with the same prompt stay together). With
     2+ rows neither side is left empty: the extreme-hash row is moved over.
     """
-    if not 0.0 < validation_fraction < 1.0:
-        raise ConfigError("validation_fraction", validation_fraction, "must be between 0 and 1 (exclusive)")
-    scores = [_unit_hash(seed, row["prompt"]) for row in rows]
-    in_validation = [s < validation_fraction for s in scores]
-    if len(rows) >= 2:
-        if not any(in_validation):
-            in_validation[min(range(len(rows)), key=scores.__getitem__)] = True
-        elif all(in_validation):
-            in_validation[max(range(len(rows)), key=scores.__getitem__)] = False
+    in_validation = validation_mask([row["prompt"] for row in rows], validation_fraction, seed)
     train = [row for row, v in zip(rows, in_validation) if not v]
     validation = [row for row, v in zip(rows, in_validation) if v]
     return train, validation
+
+
+def validation_mask(prompts: Sequence[str], validation_fraction: float, seed: int) -> list[bool]:
+    """Per prompt: True where split_rows puts its row in validation."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError("validation_fraction", validation_fraction, "must be between 0 and 1 (exclusive)")
+    scores = [_unit_hash(seed, prompt) for prompt in prompts]
+    in_validation = [s < validation_fraction for s in scores]
+    if len(prompts) >= 2:
+        if not any(in_validation):
+            in_validation[min(range(len(prompts)), key=scores.__getitem__)] = True
+        elif all(in_validation):
+            in_validation[max(range(len(prompts)), key=scores.__getitem__)] = False
+    return in_validation
