@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from jobs.retraining import retrain_job_for, retraining_alert_job
+
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Training ends at registered_model; production_model moves only through promote_job (sensor or UI).
 PIPELINE = dg.AssetSelection.groups("data", "training", "export", "evaluation") | dg.AssetSelection.assets(
@@ -46,4 +48,7 @@ promote_job = dg.define_asset_job(
     "promote_job", selection=dg.AssetSelection.assets("production_model"),
     description="Promote a registered version (config: version) and materialize production_model.")
 
-all_jobs = [pet_model_job, promote_job, *preset_jobs]
+# New data and gate failures retrain the same graph as pet_model_job, under their own job name and tag.
+retrain_job = retrain_job_for(PIPELINE)
+
+all_jobs = [pet_model_job, promote_job, retrain_job, retraining_alert_job, *preset_jobs]

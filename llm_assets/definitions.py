@@ -14,6 +14,7 @@ from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 from resources.artifact_store import ArtifactStoreResource
 from resources.manifest_io_manager import ManifestIOManager
 from resources.registry import ModelRegistryResource
+from resources.retraining import RetrainingResource
 from sensors import all_sensors
 
 
@@ -34,7 +35,7 @@ def _resources(env: str) -> dict:
     if env == "local":  # url unset: LLM_ASSETS_REGISTRY_URL or $DAGSTER_HOME/registry.db, read at use time
         registry = ModelRegistryResource()
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-            "model_registry": registry, **_compute_resources(env)}
+            "model_registry": registry, **_retraining_resources(env), **_compute_resources(env)}
 
 
 def _compute_resources(env: str) -> dict:
@@ -53,6 +54,25 @@ def _compute_resources(env: str) -> dict:
         "kubernetes": K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"),
                                  namespace=os.environ.get("LLM_ASSETS_K8S_NAMESPACE") or None),
     })}
+
+
+def _retraining_resources(env: str) -> dict:
+    """What new_data_sensor watches (unset: nothing) and the S3 client it lists with (dagster-aws).
+
+    Locally boto3's own chain applies (AWS_* variables, AWS_ENDPOINT_URL for MinIO or moto); in production the
+    same variables as the artifact store.
+    """
+    from dagster_aws.s3 import S3Resource
+
+    retraining = RetrainingResource(watch_dir=os.environ.get("LLM_ASSETS_WATCH_DIR") or None,
+                                    watch_s3_uri=os.environ.get("LLM_ASSETS_WATCH_S3_URI") or None)
+    if env == "production":
+        watched_s3 = S3Resource(endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"),
+                                region_name=dg.EnvVar("AWS_REGION"), aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+                                aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"))
+    else:
+        watched_s3 = S3Resource()
+    return {"retraining": retraining, "watched_s3": watched_s3}
 
 
 defs = dg.Definitions(

@@ -1,5 +1,8 @@
-"""Small, cursor-based sensors: promotion (this issue), new data and gate-failure retraining (later)."""
+"""Small, cursor-based sensors: promotion, new data and gate-failure retraining."""
 
+from sensors.gate_failure import gate_failure_sensor
+from sensors.new_data import new_data_sensor
 from sensors.promotion import promotion_sensor
+from sensors.stage_automation import stage_automation_sensor
 
-all_sensors = [promotion_sensor]
+all_sensors = [promotion_sensor, new_data_sensor, gate_failure_sensor, stage_automation_sensor]

@@ -42,7 +42,9 @@ def test_checks_are_blocking():
 def test_jobs_one_per_preset_and_promotion_sensor():
     names = {job.name for job in defs.resolve_all_job_defs()}
     assert {"pet_model_job", "promote_job"} | {f"train_{p}_job" for p in preset_names()} <= names
-    assert [s.name for s in defs.sensors] == ["promotion_sensor"]
+    assert [s.name for s in defs.sensors] == ["promotion_sensor", "new_data_sensor", "gate_failure_sensor",
+                                              "stage_automation_sensor"]
+    assert {"retrain_job", "retraining_alert_job"} <= names
     training = defs.resolve_job_def("pet_model_job").asset_layer.selected_asset_keys
     assert dg.AssetKey("registered_model") in training and dg.AssetKey("production_model") not in training
     assert {"cpu_tiny", "gpu_small", "gpu_medium", "gpu_large"} <= set(preset_names())

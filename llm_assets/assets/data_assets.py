@@ -7,9 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
 from llm_assets.config import BenchmarkConfig, RawDatasetConfig, TrainingDatasetConfig
-from llm_assets.core import dataset_io, dataset_prep, pet_benchmark, pet_task
+from llm_assets.core import data_sources, dataset_io, dataset_prep, pet_benchmark, pet_task
 from llm_assets.core import dataset_stream
 from llm_assets.core.artifacts import sha256_file
 from resources.artifact_store import ArtifactStoreResource
@@ -21,7 +22,9 @@ def _row_format(row: dict) -> str:
     return "messages" if "messages" in row else "prompt_completion" if "prompt" in row else "unknown"
 
 
-@dg.asset(group_name="data", kinds={"python", "jsonl"}, owners=["team:ml"])
+@dg.asset(group_name="data", kinds={"python", "jsonl"}, owners=["team:ml"],
+          retry_policy=COMPUTE_RETRY_POLICY)
+@fail_fast
 def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig,
                 artifact_store: ArtifactStoreResource) -> dg.Output:
     """Examples as they arrived: the embedded bunny task's generated data, or JSONL files.
@@ -34,7 +37,10 @@ def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig,
         for i, row in enumerate(rows, 1):
             row["source"] = f"{EMBEDDED_SOURCE}?seed={config.seed}:{i}"
     else:
-        rows = dataset_io.load_rows(config.source)
+        rows = data_sources.load_source_rows(  # a file, a folder or an s3:// prefix (the artifact store's S3)
+            config.source, endpoint_url=artifact_store.s3_endpoint_url, region_name=artifact_store.aws_region,
+            aws_access_key_id=artifact_store.aws_access_key_id,
+            aws_secret_access_key=artifact_store.aws_secret_access_key)
     formats = Counter(_row_format(r) for r in rows)
     with scratch(context) as tmp:
         path = tmp / "raw.jsonl"

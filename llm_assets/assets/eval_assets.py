@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast, follows
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
 from llm_assets.assets.data_assets import read_jsonl
 from llm_assets.config import EvalConfig
@@ -48,7 +49,9 @@ def _lineage(gguf_model: dict, base_model: dict, lora_adapter: dict, training_da
     }
 
 
-@dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"])
+@dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"],
+          retry_policy=COMPUTE_RETRY_POLICY, automation_condition=follows("gguf_model"))
+@fail_fast
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource,
                 gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict,
                 training_dataset: dict) -> dg.Output:

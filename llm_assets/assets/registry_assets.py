@@ -5,6 +5,7 @@ import subprocess
 import dagster as dg
 from pydantic import Field
 
+from llm_assets.assets.automation import follows
 from llm_assets.core.artifacts import ArtifactStore
 from llm_assets.core.registry import PRODUCTION, RegistryError, VersionRecord
 from resources.artifact_store import ArtifactStoreResource
@@ -39,7 +40,8 @@ def version_fields(run_id: str, eval_report: dict) -> dict:
     }
 
 
-@dg.asset(group_name="registry", kinds={"sqlite", "postgres"}, owners=["team:ml"])
+@dg.asset(group_name="registry", kinds={"sqlite", "postgres"}, owners=["team:ml"],
+          automation_condition=follows("eval_report"))
 def registered_model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource,
                      eval_report: dict) -> dg.Output:
     """The candidate that passed the accuracy gate, registered with its full lineage."""

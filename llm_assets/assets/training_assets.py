@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
 from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import BaseModelConfig, TrainingConfig
@@ -15,7 +16,9 @@ from resources.artifact_store import ArtifactStoreResource
 from resources.compute import ComputeBackends
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "huggingface"}, owners=["team:ml"])
+@dg.asset(group_name="training", kinds={"pytorch", "huggingface"}, owners=["team:ml"],
+          retry_policy=COMPUTE_RETRY_POLICY)
+@fail_fast
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
                artifact_store: ArtifactStoreResource) -> dg.Output:
     """The causal LM to fine-tune: a hub id or local folder (revision recorded), or the embedded tiny Llama."""
@@ -38,7 +41,9 @@ def checkpoint_dir(*parts: str) -> Path:
     return root / hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=["team:ml"])
+@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=["team:ml"],
+          retry_policy=COMPUTE_RETRY_POLICY)
+@fail_fast
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig,
                  artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends],
                  training_dataset: dict, base_model: dict) -> dg.Output:

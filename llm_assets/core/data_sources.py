@@ -113,8 +113,8 @@ def download_s3_jsonl(client, uri: str, dest: str | os.PathLike) -> Path:
 
 
 def data_version(states: dict[str, FileState]) -> str:
-    """A hash of the contents alone: renaming or re-uploading the same bytes keeps the version."""
-    return hashlib.sha256("\n".join(sorted(s.content_hash for s in states.values())).encode()).hexdigest()[:16]
+    """A hash of the distinct contents alone: renaming, copying or re-uploading the same bytes keeps the version."""
+    return hashlib.sha256("\n".join(sorted({s.content_hash for s in states.values()})).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""How compute-heavy assets fail, retry and follow each other.
+
+- `COMPUTE_RETRY_POLICY`: retryable failures (network, provider 5xx or queue
+  full, preemption, bootstrap, timeouts: see llm_assets.core.failures) retry
+  with exponential backoff and jitter; training resumes from its latest
+  complete checkpoint because the checkpoint folder is keyed by inputs and
+  config, which a retry keeps.
+- `fail_fast`: Dagster's RetryPolicy retries on any exception, so genuine
+  failures (bad data, non-finite loss, config errors, out of memory with the
+  same config, anything unclassified) are re-raised as `dg.Failure(
+  allow_retries=False)` whose first line is the classified cause; the run's
+  log and its failure message start with it.
+- `follows(parent)`: declarative automation for the stages after training:
+  export follows a new adapter, evaluation a new GGUF, registration a new
+  report, each once the upstream blocking checks passed. A run that already
+  includes the child (every job here does) does not trigger it again.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import dagster as dg
+
+from llm_assets.core.failures import classify
+
+COMPUTE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL,
+                                      jitter=dg.Jitter.PLUS_MINUS)
+
+
+def fail_fast(fn):
+    """Wrap an asset body: fatal errors stop at once with the cause first; retryable ones go to the RetryPolicy."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except dg.Failure:
+            raise
+        except Exception as exc:
+            verdict = classify(exc)
+            context = args[0] if args else kwargs.get("context")
+            log = getattr(context, "log", None)
+            if verdict.retryable:
+                if log is not None:
+                    log.warning(f"{verdict.headline}; retrying per the step's RetryPolicy")
+                raise
+            if log is not None:
+                log.error(verdict.headline)
+            raise dg.Failure(description=verdict.headline, allow_retries=False,
+                             metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}
+                             ) from exc
+
+    return wrapper
+
+
+def follows(*parents: str) -> dg.AutomationCondition:
+    """Materialize when one of `parents` has updated, once nothing upstream is missing, running or failing a check."""
+    updated = dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(*parents))
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & updated.since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label(f"follows {', '.join(parents)}")

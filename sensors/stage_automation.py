@@ -1,0 +1,17 @@
+"""stage_automation_sensor: evaluates the AutomationConditions of the stages after training.
+
+Only the assets that declare `follows(...)` (gguf_model, eval_report, registered_model) are targeted: never
+AssetSelection.all(). Training itself is started by new_data_sensor and gate_failure_sensor, not by a condition.
+"""
+
+import dagster as dg
+
+stage_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "stage_automation_sensor",
+    target=dg.AssetSelection.assets("gguf_model", "eval_report", "registered_model"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    emit_backfills=False,
+    description="Export follows a new adapter, evaluation a new GGUF, registration a new eval report, each once the "
+                "upstream blocking checks (training_data_valid, accuracy_gate) passed.",
+)
