@@ -47,12 +47,18 @@ def _compute_resources(env: str) -> dict:
     from resources.compute import ComputeBackends, LocalProcessBackend
     from resources.compute_k8s import K8sBackend
     from resources.compute_remote import DetachedProcessBackend
+    from resources.compute_kaggle import KaggleBackend
+    from resources.compute_runpod import RunPodBackend
+    from resources.compute_vastai import VastAIBackend
 
     return {"compute_backends": ComputeBackends({
         "local": LocalProcessBackend(),
         "detached": DetachedProcessBackend(),
         "kubernetes": K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"),
                                  namespace=os.environ.get("LLM_ASSETS_K8S_NAMESPACE") or None),
+        "runpod": RunPodBackend(api_key=dg.EnvVar("RUNPOD_API_KEY")),
+        "vastai": VastAIBackend(api_key=dg.EnvVar("VAST_API_KEY")),
+        "kaggle": KaggleBackend(username=dg.EnvVar("KAGGLE_USERNAME"), key=dg.EnvVar("KAGGLE_KEY")),
     })}
 
 

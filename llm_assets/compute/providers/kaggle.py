@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import (
     ProviderQueueFullError, ProviderUnavailableError, TransientNetworkError,
 )
-from llm_assets.compute.providers.machine import ENDED, FAILED, PENDING, RUNNING, MachineState, scrub
+from llm_assets.compute.providers.machine import (
+    ENDED, FAILED, PENDING, RUNNING, MachineState, ProviderConfigError, scrub,
+)
 
 _QUEUE_FULL = re.compile(r"session count|maximum .* sessions|queue (is )?full|too many (running|concurrent)|"
                          r"try again later|accelerator.*(not available|unavailable)", re.I)
@@ -86,7 +87,7 @@ class KaggleClient:
     def __init__(self, username: str, key: str, *, api_endpoint: Optional[str] = None,
                  secrets: tuple[str, ...] = ()):
         if not username or not key:
-            raise ConfigError("Kaggle needs credentials: set KAGGLE_USERNAME and KAGGLE_KEY")
+            raise ProviderConfigError("Kaggle needs credentials: set KAGGLE_USERNAME and KAGGLE_KEY")
         self.username = username
         self._key = key
         self._secrets = (key, *secrets)
@@ -122,13 +123,13 @@ class KaggleClient:
             text = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
             names = {cls.__name__ for cls in type(exc).__mro__}
             if status in (401, 403):
-                raise ConfigError(f"Kaggle refused the credentials while trying to {what} (HTTP {status}): "
+                raise ProviderConfigError(f"Kaggle refused the credentials while trying to {what} (HTTP {status}): "
                                   f"check KAGGLE_USERNAME / KAGGLE_KEY") from None
             if status == 429 or (status or 0) >= 500:
                 raise ProviderUnavailableError(f"Kaggle answered HTTP {status} while trying to {what}") from None
             if names & {"ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout"}:
                 raise TransientNetworkError(f"Kaggle unreachable while trying to {what}: {text}") from None
-            raise ConfigError(f"Kaggle: cannot {what}: {text}") from None
+            raise ProviderConfigError(f"Kaggle: cannot {what}: {text}") from None
 
     def push(self, *, slug: str, script: str, enable_gpu: bool, machine_shape: Optional[str],
              timeout_seconds: Optional[int], enable_internet: bool = True) -> str:
@@ -148,10 +149,10 @@ class KaggleClient:
         error = scrub(str(getattr(response, "error", None) or ""), self._secrets)
         if error:
             if _QUOTA.search(error):
-                raise ConfigError(f"Kaggle refused kernel {ref}: {error} (GPU quota: wait for the weekly reset)")
+                raise ProviderConfigError(f"Kaggle refused kernel {ref}: {error} (GPU quota: wait for the weekly reset)")
             if _QUEUE_FULL.search(error):
                 raise ProviderQueueFullError(f"Kaggle cannot start kernel {ref} now: {error}")
-            raise ConfigError(f"Kaggle refused kernel {ref}: {error}")
+            raise ProviderConfigError(f"Kaggle refused kernel {ref}: {error}")
         return ref
 
     def state(self, ref: str) -> MachineState:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from llm_assets.core.errors import ConfigError, PipelineError
+
 # ended: the machine finished on its own (the worker's own result travels through Pipes);
 # failed: the provider says why (preempted, container never started); gone: no longer exists.
 PENDING, RUNNING, ENDED, FAILED, GONE = "pending", "running", "ended", "failed", "gone"
@@ -32,3 +34,15 @@ def scrub(text: str, secrets: Iterable[Optional[str]]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+class ProviderConfigError(ConfigError):
+    """The provider refused what we asked (key, GPU type, image, quota): fatal, a retry asks the same.
+
+    A ConfigError, so `llm_assets.core.failures` classifies it fatal (config); the message is built
+    by our code from the provider's answer with secrets scrubbed, never from the request.
+    """
+
+    def __init__(self, message: str):
+        self.field, self.value = "compute", None
+        PipelineError.__init__(self, message)

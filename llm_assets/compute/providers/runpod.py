@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import (
     PreemptedError, ProviderQueueFullError, ProviderUnavailableError, TransientNetworkError,
 )
-from llm_assets.compute.providers.machine import ENDED, FAILED, GONE, PENDING, RUNNING, MachineState, scrub
+from llm_assets.compute.providers.machine import (
+    ENDED, FAILED, GONE, PENDING, RUNNING, MachineState, ProviderConfigError, scrub,
+)
 
 CLOUD_TYPES = ("ALL", "SECURE", "COMMUNITY")
 _NO_CAPACITY = re.compile(r"no longer any instances available|no instances? (currently )?available|"
@@ -41,17 +42,17 @@ class PodSpec:
 
     def validate(self) -> None:
         if self.cloud_type not in CLOUD_TYPES:
-            raise ConfigError(f"runpod cloud_type={self.cloud_type!r}: expected one of {', '.join(CLOUD_TYPES)}")
+            raise ProviderConfigError(f"runpod cloud_type={self.cloud_type!r}: expected one of {', '.join(CLOUD_TYPES)}")
         if self.gpu_count < 1:
-            raise ConfigError(f"runpod gpu_count={self.gpu_count}: at least 1")
+            raise ProviderConfigError(f"runpod gpu_count={self.gpu_count}: at least 1")
         for where, text in (("image", self.image), ("gpu_type_id", self.gpu_type_id), ("command", self.command),
                             ("name", self.name)):
             if not text or _UNSAFE.search(text):
-                raise ConfigError(f"runpod {where}={text!r}: required, without quotes, backslashes or newlines")
+                raise ProviderConfigError(f"runpod {where}={text!r}: required, without quotes, backslashes or newlines")
         for key, value in self.env.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or _UNSAFE.search(value):
                 # the value may be a secret: name the variable only
-                raise ConfigError(f"runpod env {key}: names must be identifiers and values may not contain "
+                raise ProviderConfigError(f"runpod env {key}: names must be identifiers and values may not contain "
                                   f"quotes, backslashes or newlines")
 
 
@@ -60,7 +61,7 @@ class RunPodClient:
 
     def __init__(self, api_key: str, *, secrets: tuple[str, ...] = ()):
         if not api_key:
-            raise ConfigError("RunPod needs an API key: set RUNPOD_API_KEY")
+            raise ProviderConfigError("RunPod needs an API key: set RUNPOD_API_KEY")
         self._api_key = api_key
         self._secrets = (api_key, *secrets)
 
@@ -73,18 +74,18 @@ class RunPodClient:
         try:
             return fn()
         except rp_error.AuthenticationError:
-            raise ConfigError(f"RunPod refused the API key while trying to {what}: check RUNPOD_API_KEY") from None
+            raise ProviderConfigError(f"RunPod refused the API key while trying to {what}: check RUNPOD_API_KEY") from None
         except rp_error.QueryError as exc:  # exc.query holds the whole mutation, env included: never shown
             message = scrub(str(exc.message or exc), self._secrets)
             if _NO_CAPACITY.search(message):
                 raise ProviderQueueFullError(f"RunPod has no capacity to {what}: {message}") from None
-            raise ConfigError(f"RunPod rejected the request to {what}: {message}") from None
+            raise ProviderConfigError(f"RunPod rejected the request to {what}: {message}") from None
         except ValueError as exc:
             text = scrub(str(exc), self._secrets)
             if "json" in type(exc).__name__.lower() or "Expecting value" in text:
                 raise ProviderUnavailableError(f"RunPod answered with a non-JSON body while trying to {what} "
                                                f"(server error)") from None
-            raise ConfigError(f"RunPod: cannot {what}: {text}") from None
+            raise ProviderConfigError(f"RunPod: cannot {what}: {text}") from None
         except OSError as exc:  # requests' ConnectionError / Timeout derive from IOError
             raise TransientNetworkError(f"RunPod unreachable while trying to {what}: "
                                         f"{scrub(type(exc).__name__ + ': ' + str(exc), self._secrets)}") from None

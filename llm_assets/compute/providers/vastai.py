@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import (
     BootstrapError, PreemptedError, ProviderQueueFullError, ProviderUnavailableError, TransientNetworkError,
 )
-from llm_assets.compute.providers.machine import ENDED, FAILED, GONE, PENDING, RUNNING, MachineState, scrub
+from llm_assets.compute.providers.machine import (
+    ENDED, FAILED, GONE, PENDING, RUNNING, MachineState, ProviderConfigError, scrub,
+)
 
 # status_msg words that mean Docker / the host failed to start the container: another machine may work
 _HOST_FAILURE = ("error response from daemon", "pull access denied", "manifest unknown", "no space left",
@@ -61,7 +62,7 @@ class VastAIClient:
     def __init__(self, api_key: str, *, server_url: str = "https://console.vast.ai", secrets: tuple[str, ...] = (),
                  timeout: float = 30.0):
         if not api_key:
-            raise ConfigError("Vast.ai needs an API key: set VAST_API_KEY")
+            raise ProviderConfigError("Vast.ai needs an API key: set VAST_API_KEY")
         self._api_key = api_key
         self._secrets = (api_key, *secrets)
         self.server_url = server_url.rstrip("/")
@@ -87,7 +88,7 @@ class VastAIClient:
         status = response.status_code
         said = scrub(str(payload.get("msg") or payload.get("error") or response.reason or ""), self._secrets)
         if status in (401, 403):
-            raise ConfigError(f"Vast.ai refused the API key while trying to {what} (HTTP {status}): check "
+            raise ProviderConfigError(f"Vast.ai refused the API key while trying to {what} (HTTP {status}): check "
                               f"VAST_API_KEY")
         if status == 429 or status >= 500:
             raise ProviderUnavailableError(f"Vast.ai answered HTTP {status} while trying to {what}: {said}")
@@ -96,7 +97,7 @@ class VastAIClient:
     def search(self, query: OfferQuery) -> list[dict]:
         status, payload = self._request("POST", "/bundles/", f"search {query.gpu_name} offers", query.body())
         if status >= 400:
-            raise ConfigError(f"Vast.ai rejected the offer search (HTTP {status}): {payload['_said']}")
+            raise ProviderConfigError(f"Vast.ai rejected the offer search (HTTP {status}): {payload['_said']}")
         return list(payload.get("offers") or [])
 
     def rent(self, offer: dict, spec: InstanceSpec) -> str:
@@ -110,7 +111,7 @@ class VastAIClient:
             said = payload["_said"]
             if any(word in f"{payload.get('error', '')} {said}".lower() for word in _GONE_ASKS):
                 raise ProviderQueueFullError(f"Vast.ai offer {offer['id']} is no longer available: {said}")
-            raise ConfigError(f"Vast.ai refused to rent offer {offer['id']} (HTTP {status}): {said}")
+            raise ProviderConfigError(f"Vast.ai refused to rent offer {offer['id']} (HTTP {status}): {said}")
         instance_id = str(payload["new_contract"])
         if offer.get("dph_total") is not None:
             self.price_of[instance_id] = float(offer["dph_total"])

@@ -60,11 +60,11 @@ def training_config(**overrides) -> dict:
 
 
 def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = "training",
-                    raise_on_error: bool = False, tags: dict | None = None):
-    """Materialize one asset whose body is `backend.run_stage(...)`, as the stage assets do."""
+                    raise_on_error: bool = False, tags: dict | None = None, max_retries: int = 2):
+    """Materialize one asset whose body is `backend.run_stage(...)`, with a RetryPolicy as the stage assets have."""
     from resources.compute import StageRequest
 
-    @dg.asset(name="stage_under_test")
+    @dg.asset(name="stage_under_test", retry_policy=dg.RetryPolicy(max_retries=max_retries))
     def stage_under_test(context):
         result = backend.run_stage(context, StageRequest(stage=stage, inputs=inputs, config=config,
                                                          artifact_store=store, training_examples=48))
