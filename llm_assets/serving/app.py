@@ -1,5 +1,5 @@
 """The HTTP API: OpenAI-compatible completions and chat (streaming too), the pet's typed decision, models,
-health, metrics and a refresh notification. Every model call runs on the slot's worker thread; the event
+health, metrics and a refresh notification. Every model call runs in the slot's model process; the event
 loop only parses, queues and writes."""
 
 from __future__ import annotations
@@ -19,25 +19,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_assets.core import pet_task as pt
 from llm_assets.serving.config import ServeConfig
 from llm_assets.serving.follower import RegistryFollower
-from llm_assets.serving.generation import (
-    StreamBridge, chat_job, check_max_tokens, completion_job, pet_job, response_grammar,
-)
+from llm_assets.serving.generation import StreamBridge, check_max_tokens
 from llm_assets.serving.holder import BusyError, ModelHolder, NoModelError
 from llm_assets.serving.metrics import Metrics
 from llm_assets.serving.middleware import LimitsAndMetrics, validation_message
 from llm_assets.serving.pet import decision_schema, pet_messages, pet_state
 from llm_assets.serving.schemas import ApiError, ChatRequest, CompletionRequest, PetDecideRequest
-from llm_assets.serving.slot import ModelSlot, load_llama
+from llm_assets.serving.slot import ModelSlot
 
 log = logging.getLogger("llm_assets.serving")
 
 
 class ServerState:
-    def __init__(self, config: ServeConfig, loader=load_llama):
+    def __init__(self, config: ServeConfig):
         self.config = config
         self.metrics = Metrics()
         self.holder = ModelHolder(config.max_waiting, config.wait_timeout_s)
-        self.follower = RegistryFollower(config, self.holder, self.metrics, loader)
+        self.follower = RegistryFollower(config, self.holder, self.metrics)
         self._wait_limiter = anyio.CapacityLimiter(config.max_waiting)
         m, h = self.metrics, self.holder
         m.gauge("model_version", "Registry version being served (absent when none).",
@@ -68,22 +66,21 @@ class ServerState:
         except BusyError as exc:
             raise ApiError(503, str(exc), type="server_error", code="busy", headers={"Retry-After": "1"}) from exc
 
-    async def run(self, job) -> tuple[ModelSlot, object]:
+    async def run(self, kind: str, params: dict) -> tuple[ModelSlot, object]:
         slot = await self.acquire()
-        future = slot.submit(job)
+        future = slot.submit(kind, params)
         future.add_done_callback(lambda _: slot.leave())  # in flight until the model is done with it
         return slot, await asyncio.wrap_future(future)
 
-    async def stream(self, job, on_chunk) -> StreamingResponse:
+    async def stream(self, kind: str, params: dict, on_chunk) -> StreamingResponse:
         slot = await self.acquire()
         bridge = StreamBridge(asyncio.get_running_loop())
-        slot.submit(bridge.wrap(job)).add_done_callback(lambda _: slot.leave())
-        try:
-            first = await bridge.first()
-        except BaseException:
-            bridge.cancelled.set()
-            raise
-        return StreamingResponse(bridge.events(first, lambda c: on_chunk(slot, c)), media_type="text/event-stream",
+        future = slot.submit(kind, params, on_chunk=bridge.on_chunk)
+        future.add_done_callback(lambda _: slot.leave())
+        future.add_done_callback(bridge.on_done)
+        first = await bridge.first()
+        return StreamingResponse(bridge.events(first, lambda c: on_chunk(slot, c), lambda: slot.cancel(future)),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Model-Version": str(slot.info.version)})
 
     def label(self, result: dict, slot: ModelSlot) -> dict:
@@ -101,8 +98,8 @@ class ServerState:
             self.metrics.tokens(slot.info.version, 0, 1)  # one chunk per decoded token
 
 
-def create_app(config: ServeConfig, loader=load_llama) -> FastAPI:
-    state = ServerState(config, loader)
+def create_app(config: ServeConfig) -> FastAPI:
+    state = ServerState(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -152,10 +149,10 @@ def create_app(config: ServeConfig, loader=load_llama) -> FastAPI:
     async def completions(body: CompletionRequest):
         state.check_model(body.model)
         max_tokens = check_max_tokens(body.max_tokens, config.max_tokens_limit)
-        job = completion_job(body.prompt, max_tokens, body.stream, **_sampling(body))
+        params = {"prompt": body.prompt, "max_tokens": max_tokens, "stream": body.stream, **_sampling(body)}
         if body.stream:
-            return await state.stream(job, state.count_chunk)
-        slot, result = await state.run(job)
+            return await state.stream("completion", params, state.count_chunk)
+        slot, result = await state.run("completion", params)
         return state.label(result, slot)
 
     @app.post("/v1/chat/completions", dependencies=v1)
@@ -167,11 +164,11 @@ def create_app(config: ServeConfig, loader=load_llama) -> FastAPI:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as exc:
             raise ApiError(400, f"messages: {exc}", param="messages") from exc
-        job = chat_job(messages, max_tokens, body.stream, grammar=response_grammar(body.response_format),
-                       **_sampling(body))
+        params = {"messages": messages, "max_tokens": max_tokens, "stream": body.stream,
+                  "response_format": body.response_format, **_sampling(body)}
         if body.stream:
-            return await state.stream(job, state.count_chunk)
-        slot, result = await state.run(job)
+            return await state.stream("chat", params, state.count_chunk)
+        slot, result = await state.run("chat", params)
         return state.label(result, slot)
 
     @app.post("/v1/pet/decide", dependencies=v1)
@@ -180,7 +177,7 @@ def create_app(config: ServeConfig, loader=load_llama) -> FastAPI:
         s = pet_state(body.hunger, body.energy, body.happiness, body.hygiene, body.time, body.objects)
         messages = pet_messages(s, body.phrasing)
         started = time.perf_counter()
-        slot, out = await state.run(pet_job(messages, config.pet_max_tokens))
+        slot, out = await state.run("pet", {"messages": messages, "max_tokens": config.pet_max_tokens})
         state.metrics.tokens(slot.info.version, out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"])
         return {"decision": out["decision"], "model": config.model, "version": slot.info.version,
                 "prompt": messages[0]["content"], "usage": out["usage"],

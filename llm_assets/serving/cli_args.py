@@ -37,8 +37,9 @@ def _run(args) -> int:
         config = ServeConfig(**values)
     except ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "config"
-            print(f"llm-assets serve: --{where.replace('_', '-')}: {err['msg']}", file=sys.stderr)
+            where = ".".join(str(p) for p in err["loc"])
+            flag = f"--{where.replace('_', '-')}: " if where else ""
+            print(f"llm-assets serve: {flag}{err['msg']}", file=sys.stderr)
         return 2
     serve(config, log_level=args.log_level)
     return 0

@@ -38,7 +38,7 @@ class ServeConfig(BaseModel):
         default=None, description="S3-compatible endpoint for s3:// GGUF URIs (MinIO, moto); unset for AWS. "
         "Credentials come from boto3's chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles, roles).")
     s3_region: Optional[str] = Field(default=None, description="AWS region for s3:// URIs.")
-    n_ctx: int = Field(default=512, ge=16, description="Context window per request, in tokens (prompt + answer); "
+    n_ctx: int = Field(default=2048, ge=16, description="Context window per request, in tokens (prompt + answer); "
                        "clamped to the model's training context.")
     n_threads: Optional[int] = Field(default=None, ge=1, description="llama.cpp threads; unset: 1 for models under "
                                      "64 MiB (more only spin), else the CPUs this process may use.")

@@ -22,8 +22,8 @@ from llm_assets.core.registry import ModelRegistry, RegistryError, RegistryNotFo
 from llm_assets.serving.config import ServeConfig
 from llm_assets.serving.holder import ModelHolder
 from llm_assets.serving.metrics import Metrics
-from llm_assets.serving.slot import ModelInfo, ModelSlot, load_llama
-from llm_assets.serving.smoke import SmokeResult, required_accuracy, run_smoke, smoke_rows
+from llm_assets.serving.slot import ModelInfo, ModelSlot, SlotError
+from llm_assets.serving.smoke import SmokeResult, required_accuracy, smoke_rows
 
 log = logging.getLogger("llm_assets.serving")
 STAGES = ("fetch", "verify", "load", "smoke")
@@ -36,8 +36,8 @@ class SwapFailed(Exception):
 
 
 class RegistryFollower:
-    def __init__(self, config: ServeConfig, holder: ModelHolder, metrics: Metrics, loader=load_llama):
-        self.config, self.holder, self.metrics, self._load = config, holder, metrics, loader
+    def __init__(self, config: ServeConfig, holder: ModelHolder, metrics: Metrics):
+        self.config, self.holder, self.metrics = config, holder, metrics
         self.cache_dir = Path(config.cache_dir).expanduser()
         self._smoke_rows = smoke_rows(config.smoke_items)
         self._registry: ModelRegistry | None = None
@@ -107,6 +107,10 @@ class RegistryFollower:
             return f"registry error: {exc}"
         self.alias_version, self.checked_at, self.registry_error = record.version, time.time(), None
         current = self.holder.current
+        if current is not None and not current.alive:  # its model process died: load the version again
+            log.error("the model process of v%s is gone; loading v%s", current.info.version, record.version)
+            self.holder.discard(current)
+            current = None
         target = (record.version, record.gguf_sha256)
         if current is not None and (current.info.version, current.info.sha256) == target:
             return f"serving v{record.version}"
@@ -232,16 +236,16 @@ class RegistryFollower:
 
     def _load_and_smoke(self, info: ModelInfo, smoke: bool = True) -> tuple[ModelSlot, SmokeResult]:
         try:
-            llm = self._load(info.path, self.config.n_ctx, self.config.n_threads)
-        except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError; all mean "not loaded"
+            slot = ModelSlot(info, self.config.n_ctx, self.config.n_threads)
+        except SlotError as exc:  # a bad file: llama.cpp refused it, or crashed its process, never this one
             raise SwapFailed("load", f"llama.cpp could not load {info.uri or info.path}: {exc}") from exc
-        slot = ModelSlot(info, llm)
         if not smoke:
             return slot, SmokeResult(True, 0, 0, None, 0.0, 0.0, "not run (reloading the model that served)")
         cfg = self.config
         required = required_accuracy(cfg.smoke_min_accuracy, info.recorded_accuracy, cfg.smoke_tolerance)
+        params = {"rows": self._smoke_rows, "required": required, "max_tokens": cfg.pet_max_tokens}
         try:
-            result = slot.submit(lambda llm: run_smoke(llm, self._smoke_rows, required, cfg.pet_max_tokens)).result()
+            result = SmokeResult(**slot.submit("smoke", params).result(timeout=cfg.wait_timeout_s * 5))
         except Exception as exc:
             slot.close_when_idle()
             raise SwapFailed("smoke", f"the smoke evaluation crashed: {type(exc).__name__}: {exc}") from exc

@@ -1,12 +1,11 @@
-"""Jobs run on a slot's worker thread (they own the Llama while they run), and the bridge that carries a
-streamed answer from that thread to the event loop."""
+"""Jobs the model process runs (each owns the Llama while it runs), and the bridge that carries a streamed
+answer back to the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-import threading
 from typing import AsyncIterator, Callable
 
 from llm_assets.serving.pet import decision_grammar, validate_decision
@@ -64,10 +63,13 @@ def completion_job(prompt: str, max_tokens: int, stream: bool, **sampling) -> Ca
     return job
 
 
-def chat_job(messages: list[dict], max_tokens: int, stream: bool, **sampling) -> Callable:
+def chat_job(messages: list[dict], max_tokens: int, stream: bool, response_format: dict | None = None,
+             **sampling) -> Callable:
     def job(llm):
+        grammar = response_grammar(response_format)
         try:
-            result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, **sampling)
+            result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, grammar=grammar,
+                                                **sampling)
             if stream:  # the prompt is evaluated on the first step: surface its errors before answering
                 return _peeked(result)
             return result
@@ -99,42 +101,40 @@ def pet_job(messages: list[dict], max_tokens: int) -> Callable:
 
 
 class StreamBridge:
-    """Runs a streaming job on the slot's worker and hands its chunks to the event loop as they come."""
+    """Carries a streamed answer from the slot's reader thread to the event loop, chunk by chunk."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.cancelled = threading.Event()
+        self.finished = False
 
-    def wrap(self, job: Callable) -> Callable:
-        def run(llm):
-            try:
-                for chunk in job(llm):
-                    if self.cancelled.is_set():  # the client went away: stop generating
-                        break
-                    self.loop.call_soon_threadsafe(self.queue.put_nowait, ("chunk", chunk))
-            except BaseException as exc:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, ("error", exc))
-                raise
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, ("end", None))
-        return run
+    def on_chunk(self, chunk: dict) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, ("chunk", chunk))
+
+    def on_done(self, future) -> None:
+        exc = future.exception()
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, ("error", exc) if exc else ("end", None))
 
     async def first(self):
         """The first chunk, or the job's error raised here (so it becomes a normal error response)."""
         kind, value = await self.queue.get()
         if kind == "error":
+            self.finished = True
             raise value
         return kind, value
 
-    async def events(self, first, on_chunk: Callable[[dict], None]) -> AsyncIterator[str]:
+    async def events(self, first, on_chunk: Callable[[dict], None], cancel: Callable[[], None]
+                     ) -> AsyncIterator[str]:
         try:
             kind, value = first
             while kind == "chunk":
                 on_chunk(value)
                 yield f"data: {json.dumps(value)}\n\n"
                 kind, value = await self.queue.get()
+            self.finished = True
             if kind == "error":  # a failure mid-stream: the status is sent already, so say it in the stream
                 yield f"data: {json.dumps({'error': {'message': str(value), 'type': 'server_error'}})}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            self.cancelled.set()
+            if not self.finished:  # the client went away: stop generating
+                cancel()

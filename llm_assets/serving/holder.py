@@ -86,6 +86,13 @@ class ModelHolder:
                 self._retiring.add(old)
             return old
 
+    def discard(self, dead: ModelSlot) -> None:
+        """Forget a slot whose model process died (requests get 503 until a model is loaded again)."""
+        with self._lock:
+            if self._current is dead:
+                self._current = None
+        threading.Thread(target=dead.close_when_idle, args=(1,), daemon=True).start()
+
     def retire(self, old: ModelSlot, timeout_s: float | None = None) -> None:
         """Close a replaced slot once its in-flight requests are done (blocks until then)."""
         old.close_when_idle(timeout_s)

@@ -1,23 +1,28 @@
-"""ModelSlot: one loaded GGUF and the one thread that may touch it.
+"""ModelSlot: one loaded GGUF, living in its own model process (worker.py).
 
-A llama_cpp.Llama is not thread-safe, so each slot owns a worker thread that runs its jobs one at a time,
-first come first served. A request enters the slot (in_flight + 1) before it queues a job and leaves when it
-is done; a retired slot closes its model only once in_flight is back to 0, so every request finishes on the
-model it started on.
+Requests go to the process over a pipe and run there one at a time, first come first served. A request
+enters the slot (in_flight + 1) before it is sent and leaves when its answer is complete; a replaced slot
+closes its process only once in_flight is back to 0, so every request finishes on the model it started on.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
+import multiprocessing
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-log = logging.getLogger(__name__)
+from llm_assets.serving.schemas import ApiError
+from llm_assets.serving.worker import serve_model
+
+log = logging.getLogger("llm_assets.serving")
+# spawn, not fork: the server has threads (event loop, follower) that a forked child would inherit half-way.
+_MP = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -33,41 +38,44 @@ class ModelInfo:
     recorded_accuracy: float | None = None
 
 
-def load_llama(path: str | Path, n_ctx: int, n_threads: int | None):
-    """A Llama for serving: context clamped to the model's training context, quiet logs."""
-    from llama_cpp import Llama
-
-    from llm_assets.core.evaluation import _quiet_llama_log, default_threads
-
-    threads = n_threads or default_threads(path)
-    with _quiet_llama_log():
-        probe = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                      n_batch=min(512, n_ctx), verbose=False)
-        trained = probe._model.n_ctx_train() or n_ctx
-        if trained >= n_ctx:
-            return probe
-        # Positions past the training context are noise: reopen with the model's own window.
-        probe.close()
-        return Llama(model_path=str(path), n_ctx=trained, n_threads=threads, n_threads_batch=threads,
-                     n_batch=min(512, trained), verbose=False)
-
-
-class SlotClosedError(RuntimeError):
-    """A job was submitted to a slot whose model is already closed (a bug in the caller's accounting)."""
+class SlotError(RuntimeError):
+    """The model process could not load the file, or died."""
 
 
 class ModelSlot:
-    def __init__(self, info: ModelInfo, llm):
+    def __init__(self, info: ModelInfo, n_ctx: int, n_threads: int | None, load_timeout_s: float = 600):
         self.info = info
-        self.llm = llm
-        self.n_ctx = llm.n_ctx()
+        self._conn, child = _MP.Pipe()
+        self._process = _MP.Process(target=serve_model, args=(child, info.path, n_ctx, n_threads), daemon=True,
+                                    name=f"model-{info.model}-v{info.version}")
+        self._process.start()
+        child.close()
+        if not self._conn.poll(load_timeout_s):
+            self._process.kill()
+            raise SlotError(f"loading took longer than {load_timeout_s:g}s")
+        try:
+            _, kind, payload = self._conn.recv()
+        except EOFError:
+            self._process.join(5)
+            raise SlotError(f"the model process died while loading (exit code {self._process.exitcode})") from None
+        if kind != "ready":
+            self._process.join(5)
+            raise SlotError(payload["message"])
+        self.n_ctx = payload["n_ctx"]
         self.loaded_at = time.time()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._state = threading.Condition()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[concurrent.futures.Future, Callable | None]] = {}
+        self._lock = threading.Condition()
         self._in_flight = 0
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name=f"model-{info.model}-v{info.version}", daemon=True)
-        self._worker.start()
+        self._alive = True
+        # Sends go through a queue and a thread of their own: a full pipe (the model process reads between
+        # jobs) must never block the event loop, nor the reader that drains the other direction.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name=f"sender-v{info.version}", daemon=True)
+        self._reader = threading.Thread(target=self._read, name=f"reader-v{info.version}", daemon=True)
+        self._sender.start()
+        self._reader.start()
 
     def __repr__(self) -> str:
         return f"ModelSlot({self.info.model} v{self.info.version}, in_flight={self._in_flight})"
@@ -80,50 +88,96 @@ class ModelSlot:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
     def enter(self) -> None:
-        with self._state:
+        with self._lock:
             if self._closed:
-                raise SlotClosedError(f"{self.info.model} v{self.info.version} is closed")
+                raise SlotError(f"{self.info.model} v{self.info.version} is closed")
             self._in_flight += 1
 
     def leave(self) -> None:
-        with self._state:
+        with self._lock:
             self._in_flight -= 1
-            self._state.notify_all()
+            self._lock.notify_all()
 
-    def submit(self, job: Callable[[Any], Any]) -> concurrent.futures.Future:
-        """Run job(llm) on this slot's worker; the future holds its result or exception."""
+    def submit(self, kind: str, params: dict, on_chunk: Callable | None = None) -> concurrent.futures.Future:
+        """Run a job (worker.JOBS, or "smoke") in the model process. The future holds the answer (None for
+        a stream, whose chunks go to on_chunk on the reader thread) or the error."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        if self._closed:
-            future.set_exception(SlotClosedError(f"{self.info.model} v{self.info.version} is closed"))
-            return future
-        self._jobs.put((job, future))
+        with self._lock:
+            if not self._alive:
+                future.set_exception(SlotError(f"the process of {self.info.model} v{self.info.version} is gone"))
+                return future
+            request_id = next(self._ids)
+            self._pending[request_id] = (future, on_chunk)
+            self._outbox.put((request_id, kind, params))
+        future.request_id = request_id
         return future
 
+    def cancel(self, future: concurrent.futures.Future) -> None:
+        """Stop a stream whose client went away (its future still completes)."""
+        with self._lock:
+            if self._alive and getattr(future, "request_id", None) in self._pending:
+                self._outbox.put((future.request_id, "cancel", None))
+
+    def _send(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self._conn.send(message)
+            except OSError:  # the process is gone; the reader fails what it owed
+                break
+
+    def _read(self) -> None:
+        while True:
+            try:
+                request_id, kind, payload = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future, on_chunk = self._pending.get(request_id, (None, None))
+                if kind != "chunk":
+                    self._pending.pop(request_id, None)
+            if future is None:
+                continue
+            if kind == "chunk":
+                on_chunk(payload)
+            elif kind == "done":
+                future.set_result(payload)
+            else:
+                future.set_exception(_error(payload))
+        with self._lock:  # the process ended: fail whatever it still owed
+            self._alive = False
+            pending, self._pending = self._pending, {}
+        if not self._closed:
+            log.error("the model process of %s v%s died (exit code %s)", self.info.model, self.info.version,
+                      self._process.exitcode)
+        for future, _ in pending.values():
+            future.set_exception(SlotError(f"the model process of v{self.info.version} died"))
+
     def close_when_idle(self, timeout_s: float | None = None) -> bool:
-        """Wait until no request is in flight, then close the model on its worker. False on timeout
-        (the model is closed anyway: the caller decided it must go)."""
-        with self._state:
-            idle = self._state.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+        """Wait until no request is in flight, then end the model process. False on timeout (closed anyway:
+        the caller decided it must go)."""
+        with self._lock:
+            idle = self._lock.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
             self._closed = True
-        self._jobs.put(None)
-        self._worker.join()
+        self._outbox.put((None, "close", None))
+        self._outbox.put(None)
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._sender.join(10)
+        self._reader.join(10)
+        self._conn.close()
+        log.info("unloaded %s v%s", self.info.model, self.info.version)
         return idle
 
-    def _run(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                break
-            job, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job(self.llm))
-            except BaseException as exc:  # handed to the waiting request, which answers with an error
-                future.set_exception(exc)
-        try:
-            self.llm.close()
-        except Exception:  # closing is best effort; the process keeps serving the other model
-            log.exception("closing %s v%s failed", self.info.model, self.info.version)
-        log.info("unloaded %s v%s", self.info.model, self.info.version)
+
+def _error(payload: dict) -> Exception:
+    if payload.get("type") == "server_error" and payload.get("detail"):
+        log.error("model process error: %s", payload["detail"])
+    return ApiError(payload["status"], payload["message"], param=payload.get("param"), code=payload.get("code"),
+                    type=payload.get("type", "server_error"))

@@ -1,0 +1,240 @@
+"""Benchmark: zero-downtime swaps under load (issue 5's "must reach").
+
+Starts `llm-assets serve` as its own process on a SQLite registry in a temporary folder, drives it with 8
+concurrent `openai` clients (completions, greedy, the pet benchmark's prompts), moves the production alias 5
+times (promote / rollback in turn), and compares with direct llama-cpp-python on the same GGUF:
+
+  failed requests            must be 0
+  p99 during swaps           at most 2x the steady p99
+  served tokens/s            at least 0.9x direct llama-cpp-python (one Llama, same prompts, same settings)
+
+Run: .venv/bin/python bench/serve_swap.py [--gguf A.gguf --gguf-b B.gguf] [--seconds 20]
+Without --gguf it builds the embedded tiny Llama (the production shape: 4 layers, 128 wide) untrained, and
+exports f16 and q8_0 as the two versions. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MODEL = "pet-brain"
+
+
+def build_ggufs(out: Path) -> tuple[Path, Path]:
+    from llm_assets.core.gguf_export import export_gguf_variants
+    from llm_assets.core.pet_task import generate_training_rows
+    from llm_assets.core.tiny_model import TinyModelSpec, build_tiny_model
+
+    build_tiny_model(out / "hf", [r["prompt"] for r in generate_training_rows(2000, seed=1)],
+                     TinyModelSpec(pretrain_steps=20))
+    variants = export_gguf_variants(out / "hf", out / "gguf", "pet", float_type="f16", quantizations=("q8_0",))
+    return Path(variants["f16"]["path"]), Path(variants["q8_0"]["path"])
+
+
+def prompts(n: int) -> list[str]:
+    from llm_assets.core.pet_benchmark import generate_benchmark
+
+    return [f"<|user|>\n{r['prompt']}\n<|assistant|>\n" for r in generate_benchmark(n_per_category=n // 5 + 1)][:n]
+
+
+def direct_tokens_per_s(gguf: Path, texts: list[str], max_tokens: int, seconds: float) -> float:
+    """One Llama in this process answering the prompts one after another, as the server's worker does."""
+    from llm_assets.serving.worker import load_llama
+
+    llm = load_llama(gguf, n_ctx=512, n_threads=1)
+    try:
+        tokens, started, i = 0, time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            out = llm.create_completion(texts[i % len(texts)], max_tokens=max_tokens, temperature=0)
+            tokens += out["usage"]["completion_tokens"]
+            i += 1
+        return tokens / (time.perf_counter() - started)
+    finally:
+        llm.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Clients:
+    """N threads, each its own openai client, each sending the next prompt as soon as the last is answered."""
+
+    def __init__(self, url: str, texts: list[str], n: int, max_tokens: int):
+        self.url, self.texts, self.n, self.max_tokens = url, texts, n, max_tokens
+        self.records: list[tuple[float, float, int, int | None]] = []  # start, end, tokens, version (None: failed)
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def _run(self, i: int) -> None:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=self.url + "/v1", api_key="bench", max_retries=0, timeout=120)
+        k = i
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            try:
+                out = client.completions.create(model=MODEL, prompt=self.texts[k % len(self.texts)],
+                                                max_tokens=self.max_tokens, temperature=0)
+                record = (started, time.perf_counter(), out.usage.completion_tokens,
+                          int(out.system_fingerprint.split("-v")[1].split("-")[0]))
+            except Exception as exc:  # every failure counts; the bench reports them
+                record = (started, time.perf_counter(), 0, None)
+                with self.lock:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+            with self.lock:
+                self.records.append(record)
+            k += self.n
+
+    def __enter__(self):
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.n)]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=180)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] if ordered else float("nan")
+
+
+def get_json(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url, timeout=30).json()
+
+
+def wait_version(url: str, version: int, timeout_s: float = 120) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (get_json(url + "/health").get("serving") or {}).get("version") == version:
+            return time.perf_counter()
+        time.sleep(0.01)
+    raise RuntimeError(f"the server never served v{version}: {get_json(url + '/health')}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gguf", type=Path, help="first version's GGUF (default: build the tiny model)")
+    parser.add_argument("--gguf-b", type=Path, help="second version's GGUF (default: the q8_0 of the first)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--swaps", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady load before the swaps, and the "
+                        "length of each direct measurement")
+    parser.add_argument("--gap", type=float, default=3.0, help="seconds of load between two swaps")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    from llm_assets.core.artifacts import LocalArtifactStore
+    from llm_assets.core.registry import ModelRegistry
+
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        tmp = Path(tmp)
+        a, b = (args.gguf, args.gguf_b) if args.gguf and args.gguf_b else build_ggufs(tmp)
+        store, url_db = LocalArtifactStore(tmp / "store"), f"sqlite:///{tmp}/registry.db"
+        with ModelRegistry(url_db) as registry:
+            for path in (a, b):
+                art = store.put_content_addressed(path)
+                registry.register(MODEL, gguf_uri=art.uri, gguf_sha256=art.sha256, gguf_bytes=art.size,
+                                  gate_passed=True, metrics={"strict_accuracy": 0.0})
+            registry.promote(MODEL, 1, actor="bench")
+        texts = prompts(40)
+        direct_before = direct_tokens_per_s(a, texts, args.max_tokens, args.seconds / 2)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "llm_assets.cli", "serve", "--registry-url", url_db, "--port", str(port),
+             "--cache-dir", str(tmp / "cache"), "--poll-interval-s", "0.2", "--n-threads", "1",
+             "--smoke-items", "4", "--log-level", "warning"], cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    wait_version(url, 1, timeout_s=1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the server did not start")
+            with Clients(url, texts, args.clients, args.max_tokens) as clients:
+                time.sleep(2)  # warm-up, not measured
+                steady_start = time.perf_counter()
+                time.sleep(args.seconds)
+                steady_end = time.perf_counter()
+                windows = []
+                with ModelRegistry(url_db) as registry:
+                    for i in range(args.swaps):
+                        moved = time.perf_counter()
+                        if i % 2 == 0:
+                            target = registry.promote(MODEL, 2 if i == 0 else registry.resolve(
+                                MODEL, "previous").version, actor="bench").version
+                        else:
+                            target = registry.rollback(MODEL, actor="bench").version
+                        windows.append((moved, wait_version(url, target)))
+                        time.sleep(args.gap)
+            served_end = steady_end
+            metrics_text = __import__("httpx").get(url + "/metrics", timeout=30).text
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        direct_after = direct_tokens_per_s(a, texts, args.max_tokens, args.seconds / 2)
+
+    records = [r for r in clients.records if r[0] >= steady_start]
+    failed = sum(1 for r in records if r[3] is None) + sum(1 for r in clients.records if r[3] is None and r[0] < steady_start)
+    overlaps = lambda r: any(r[0] <= end and r[1] >= start for start, end in windows)
+    during = [r[1] - r[0] for r in records if overlaps(r)]
+    steady = [r[1] - r[0] for r in records if not overlaps(r)]
+    steady_tokens = sum(r[2] for r in records if r[1] <= served_end)
+    served_tps = steady_tokens / (served_end - steady_start)
+    direct_tps = (direct_before + direct_after) / 2
+    swap_seconds = [end - start for start, end in windows]
+    result = {
+        "failed_requests": failed, "requests": len(clients.records), "clients": args.clients,
+        "alias_moves": len(windows), "swap_seconds_max": round(max(swap_seconds), 3),
+        "steady_p99_s": round(p99(steady), 4), "swap_p99_s": round(p99(during), 4),
+        "swap_over_steady_p99": round(p99(during) / p99(steady), 3), "requests_during_swaps": len(during),
+        "served_tokens_per_s": round(served_tps, 1), "direct_tokens_per_s": round(direct_tps, 1),
+        "direct_tokens_per_s_before_after": [round(direct_before, 1), round(direct_after, 1)],
+        "served_over_direct": round(served_tps / direct_tps, 3),
+        "gguf_bytes": [a.stat().st_size if a.exists() else None, b.stat().st_size if b.exists() else None],
+        "swaps_succeeded": sum(float(line.split()[-1]) for line in metrics_text.splitlines()
+                               if line.startswith('llm_serve_swaps_total{result="success"')),
+    }
+    result["passed"] = (failed == 0 and result["swap_over_steady_p99"] <= 2.0 and result["served_over_direct"] >= 0.9)
+    rows = [("failed requests", failed, "-", "0"),
+            ("p99 latency (s)", f"steady {result['steady_p99_s']} / swaps {result['swap_p99_s']}", "-",
+             f"swaps <= 2x steady ({result['swap_over_steady_p99']}x)"),
+            ("tokens/s", result["served_tokens_per_s"], result["direct_tokens_per_s"],
+             f">= 0.9x direct ({result['served_over_direct']}x)"),
+            ("alias moves / swap time max (s)", f"{len(windows)} / {result['swap_seconds_max']}", "-", "-")]
+    print(f"\n{'metric':34} {'served (8 openai clients)':34} {'direct llama-cpp-python':24} target")
+    for name, served, direct, target in rows:
+        print(f"{name:34} {str(served):34} {str(direct):24} {target}")
+    if clients.errors:
+        print("first errors:", *clients.errors[:5], sep="\n  ")
+    print(json.dumps(result))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The model process: one per loaded GGUF, started by ModelSlot.
+
+llama.cpp runs here, away from the HTTP event loop: its per-token Python (sampling, detokenizing) would
+otherwise hold the server's GIL and starve the loop that parses the next requests, and a file that crashes
+llama.cpp takes down this process, never the server. Requests arrive over a pipe and run one at a time (a
+Llama is not thread-safe); answers, stream chunks and errors go back as (request id, kind, payload).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import traceback
+
+from llm_assets.serving.generation import chat_job, completion_job, pet_job
+from llm_assets.serving.schemas import ApiError
+
+JOBS = {"completion": completion_job, "chat": chat_job, "pet": pet_job}
+
+
+def load_llama(path: str, n_ctx: int, n_threads: int | None):
+    """A Llama for serving: context clamped to the model's training context, quiet logs."""
+    from llama_cpp import Llama
+
+    from llm_assets.core.evaluation import _quiet_llama_log, default_threads
+
+    threads = n_threads or default_threads(path)
+    with _quiet_llama_log():
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                    n_batch=min(512, n_ctx), verbose=False)
+        trained = llm._model.n_ctx_train() or n_ctx
+        if trained >= n_ctx:
+            return llm
+        # Positions past the training context are noise: reopen with the model's own window.
+        llm.close()
+        return Llama(model_path=str(path), n_ctx=trained, n_threads=threads, n_threads_batch=threads,
+                     n_batch=min(512, trained), verbose=False)
+
+
+def error_payload(exc: BaseException) -> dict:
+    if isinstance(exc, ApiError):
+        return {"status": exc.status, "message": exc.message, "param": exc.param, "code": exc.code,
+                "type": exc.type}
+    return {"status": 500, "message": f"{type(exc).__name__}: {exc}", "type": "server_error",
+            "detail": traceback.format_exc(limit=5)}
+
+
+def serve_model(conn, path: str, n_ctx: int, n_threads: int | None) -> None:
+    """The process's main loop (the target of ModelSlot's process)."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
+    try:
+        llm = load_llama(path, n_ctx, n_threads)
+    except Exception as exc:  # reported to the parent, which keeps serving the old model
+        conn.send((None, "error", {"status": 500, "message": str(exc), "type": "load_error"}))
+        return
+    conn.send((None, "ready", {"n_ctx": llm.n_ctx()}))
+    backlog: collections.deque = collections.deque()
+    cancelled: set = set()
+
+    def receive():
+        return backlog.popleft() if backlog else conn.recv()
+
+    def drain_pipe():
+        # Between stream chunks: note cancellations, keep new requests for later (first come, first served).
+        while conn.poll():
+            message = conn.recv()
+            if message[1] == "cancel":
+                cancelled.add(message[0])
+            else:
+                backlog.append(message)
+
+    try:
+        while True:
+            try:
+                request_id, kind, params = receive()
+            except EOFError:  # the server is gone
+                break
+            if kind == "close":
+                break
+            if kind == "cancel" or request_id in cancelled:
+                cancelled.discard(request_id)
+                continue
+            try:
+                if kind == "smoke":
+                    from llm_assets.serving.smoke import run_smoke
+
+                    conn.send((request_id, "done", run_smoke(llm, **params).to_dict()))
+                    continue
+                result = JOBS[kind](**params)(llm)
+                if params.get("stream"):
+                    for chunk in result:
+                        drain_pipe()
+                        if request_id in cancelled:  # the client went away: stop generating
+                            break
+                        conn.send((request_id, "chunk", chunk))
+                    cancelled.discard(request_id)
+                    conn.send((request_id, "done", None))
+                else:
+                    conn.send((request_id, "done", result))
+            except Exception as exc:  # the request's error goes to its client; the model keeps serving
+                conn.send((request_id, "error", error_payload(exc)))
+    finally:
+        llm.close()
