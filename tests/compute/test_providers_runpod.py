@@ -16,7 +16,7 @@ from standins.runpod_api import RunPodStandin
 
 API_KEY = "rpa_STANDIN_4f9c2e-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
-        "retry_wait_seconds": 0.0}
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,65 @@ def test_training_runs_on_a_pod_and_the_pod_is_terminated(s3, runpod):
     # the pod stopped itself after the worker, and the backend terminated it: nothing left billing
     assert runpod.stops == ["pod0001"] and runpod.terminations == ["pod0001"] and runpod.leaked() == []
     assert API_KEY not in logs and SECRET_KEY not in logs
+
+
+def failures(result) -> str:
+    return "\n".join(str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure)
+
+
+def checkpoint_in_store(store):
+    """True once the worker mirrored a complete training checkpoint and pointed LATEST.json at it."""
+    import json
+
+    client = store.store().client
+
+    def seen(machine) -> bool:
+        listed = client.list_objects_v2(Bucket="artifacts", Prefix="pipeline/checkpoints/")
+        for item in listed.get("Contents", []):
+            if item["Key"].endswith("/LATEST.json"):
+                body = client.get_object(Bucket="artifacts", Key=item["Key"])["Body"].read()
+                if json.loads(body).get("checkpoint"):
+                    return True
+        return False
+    return seen
+
+
+def test_no_capacity_and_preemption_are_retried_and_training_resumes(s3, runpod):
+    store, inputs = s3
+    runpod.faults.no_capacity = 1                         # attempt 1: RunPod has no 4090 free
+    runpod.faults.preempt_when = checkpoint_in_store(store)  # attempt 2: reclaimed after a checkpoint
+    config = training_config(max_steps=60, save_steps=5, logging_steps=5, seed=11)
+    result = run_stage_asset(backend(), store, inputs, config, max_retries=2, raise_on_error=False)
+    assert result.success, failures(result) + everything_said(result)[-3000:]
+    said = everything_said(result)
+    assert "RETRYABLE (queue_full)" in said and "no longer any instances available" in said
+    assert "RETRYABLE (preemption)" in said
+    metadata = result.asset_materializations_for_node("stage_under_test")[0].metadata
+    assert "checkpoint-" in metadata["resumed_from"].value  # the third attempt resumed, not restarted
+    assert len(runpod.created_inputs) == 3 and len(runpod.launches) == 2
+    assert sorted(runpod.terminations) == ["pod0001", "pod0002"] and runpod.leaked() == []
+    assert API_KEY not in said and SECRET_KEY not in said
+
+
+def test_budget_cap_stops_the_pod_and_fails_fatally(s3, runpod):
+    store, inputs = s3
+    result = run_stage_asset(backend(max_cost_usd=0.00001), store, inputs,
+                             training_config(seed=12), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "BudgetExceededError" in str(failure.step_failure_data.error) or \
+        "budget cap" in str(failure.step_failure_data.error)
+    assert len(runpod.launches) == 1  # fatal: not retried
+    assert runpod.terminations == ["pod0001"] and runpod.leaked() == []
+    runpod.wait_all_exited(10)
+    assert runpod.running_processes() == []
+
+
+def test_refused_key_is_fatal_and_never_shown(s3, runpod, monkeypatch):
+    store, inputs = s3
+    monkeypatch.setenv("TEST_RUNPOD_API_KEY", "rpa_WRONG-key-also-secret")
+    result = run_stage_asset(backend(), store, inputs, training_config(seed=13), raise_on_error=False)
+    assert not result.success
+    said = everything_said(result)
+    assert "FATAL (config)" in said, failures(result) and "RUNPOD_API_KEY" in said
+    assert "rpa_WRONG-key-also-secret" not in said and runpod.launches == []
