@@ -129,7 +129,7 @@ def wait_version(url: str, version: int, timeout_s: float = 120) -> float:
     while time.monotonic() < deadline:
         if (get_json(url + "/health").get("serving") or {}).get("version") == version:
             return time.perf_counter()
-        time.sleep(0.01)
+        time.sleep(0.05)  # the probe itself is load on the server: keep it light
     raise RuntimeError(f"the server never served v{version}: {get_json(url + '/health')}")
 
 
@@ -151,6 +151,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         tmp = Path(tmp)
         a, b = (args.gguf, args.gguf_b) if args.gguf and args.gguf_b else build_ggufs(tmp)
+        sizes = [a.stat().st_size, b.stat().st_size]
         store, url_db = LocalArtifactStore(tmp / "store"), f"sqlite:///{tmp}/registry.db"
         with ModelRegistry(url_db) as registry:
             for path in (a, b):
@@ -216,7 +217,7 @@ def main() -> int:
         "served_tokens_per_s": round(served_tps, 1), "direct_tokens_per_s": round(direct_tps, 1),
         "direct_tokens_per_s_before_after": [round(direct_before, 1), round(direct_after, 1)],
         "served_over_direct": round(served_tps / direct_tps, 3),
-        "gguf_bytes": [a.stat().st_size if a.exists() else None, b.stat().st_size if b.exists() else None],
+        "gguf_bytes": sizes, "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
         "swaps_succeeded": sum(float(line.split()[-1]) for line in metrics_text.splitlines()
                                if line.startswith('llm_serve_swaps_total{result="success"')),
     }

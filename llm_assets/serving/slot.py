@@ -21,8 +21,11 @@ from llm_assets.serving.schemas import ApiError
 from llm_assets.serving.worker import serve_model
 
 log = logging.getLogger("llm_assets.serving")
-# spawn, not fork: the server has threads (event loop, follower) that a forked child would inherit half-way.
-_MP = multiprocessing.get_context("spawn")
+# Not fork: the server has threads (event loop, follower) that a forked child would inherit half-way. A fork
+# server is one clean process that has imported llama_cpp once; each model process forks from it, so a swap
+# does not pay (on the cores that are serving) for a fresh interpreter and its imports.
+_MP = multiprocessing.get_context("forkserver")
+_MP.set_forkserver_preload(["llm_assets.serving.worker", "llm_assets.serving.smoke", "llama_cpp"])
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,24 @@ def load_llama(path: str, n_ctx: int, n_threads: int | None):
     from llm_assets.core.evaluation import _quiet_llama_log, default_threads
 
     threads = n_threads or default_threads(path)
+    n_ctx = min(n_ctx, trained_context(path) or n_ctx)  # positions past the training context are noise
     with _quiet_llama_log():
-        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                    n_batch=min(512, n_ctx), verbose=False)
-        trained = llm._model.n_ctx_train() or n_ctx
-        if trained >= n_ctx:
-            return llm
-        # Positions past the training context are noise: reopen with the model's own window.
-        llm.close()
-        return Llama(model_path=str(path), n_ctx=trained, n_threads=threads, n_threads_batch=threads,
-                     n_batch=min(512, trained), verbose=False)
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                     n_batch=min(512, n_ctx), verbose=False)
+
+
+def trained_context(path: str) -> int | None:
+    """The GGUF's `<architecture>.context_length`; None when it cannot be read (llama.cpp then says why)."""
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(path).fields
+        arch_field = fields["general.architecture"]
+        arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+        ctx_field = fields[f"{arch}.context_length"]
+        return int(ctx_field.parts[ctx_field.data[0]][0])
+    except Exception:  # a damaged or unusual file: loading it reports the real problem
+        return None
 
 
 def error_payload(exc: BaseException) -> dict:

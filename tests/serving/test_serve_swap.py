@@ -184,3 +184,76 @@ def test_memory_limited_swap_queues_requests_instead_of_failing(ggufs, versions,
     assert load.failures == [] and load.versions == {v1, v2}
     assert server.state.metrics.counter("swaps_total", {"result": "success"}) == 4
     assert server.state.metrics.counter("queued_requests_total") > 0  # the swaps really held requests back
+
+
+def test_gguf_fetched_from_s3_and_verified(ggufs, versions, serve_config, monkeypatch):
+    """A version whose GGUF lives on a real S3-compatible server (moto, on loopback)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.serving.conftest import free_port
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-never-shown")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
+        from llm_assets.core.artifacts_s3 import S3ArtifactStore
+
+        art = S3ArtifactStore("models", "pet", endpoint_url=endpoint).put_content_addressed(ggufs["b"])
+        v1 = versions.add(ggufs["a"])
+        v2 = versions.registry.register(MODEL, gguf_uri=art.uri, gguf_sha256=art.sha256, gguf_bytes=art.size,
+                                        gate_passed=True, metrics={"strict_accuracy": 0.0}).version
+        v3 = versions.registry.register(MODEL, gguf_uri=art.uri, gguf_sha256="0" * 64, gguf_bytes=art.size,
+                                        gate_passed=True, metrics={"strict_accuracy": 0.0}).version
+        versions.promote(v1)
+        with RunningServer(serve_config(s3_endpoint_url=endpoint, poll_interval_s=30)) as server:
+            server.wait_serving(v1)
+            versions.promote(v2)
+            assert server.refresh()["serving"] == v2 and server.health()["serving"]["uri"] == art.uri
+            versions.promote(v3)  # the registry's sha256 does not match the object: never served
+            server.refresh()
+            health = server.health()
+            assert health["serving"]["version"] == v2 and health["registry"]["last_failure"]["stage"] == "verify"
+            assert "s3-secret" not in str(health) + str([n.reason for n in versions.notes()])
+    finally:
+        moto.stop()
+
+
+def test_llm_assets_serve_command(ggufs, versions, serve_config, tmp_path):
+    """The console entry point, as a user starts it: a process that serves, and stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    versions.promote(versions.add(ggufs["a"]))
+    config = serve_config()
+    process = subprocess.Popen([sys.executable, "-m", "llm_assets.cli", "serve", "--registry-url", versions.url,
+                                "--port", str(config.port), "--cache-dir", str(tmp_path / "cli-cache"),
+                                "--smoke-items", "2", "--log-level", "info"], stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{config.port}", time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=5).json().get("serving"):
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "llm-assets serve did not come up"
+            time.sleep(0.2)
+        answer = httpx.post(url + "/v1/pet/decide", json=PET, timeout=60)
+        assert answer.status_code == 200 and answer.json()["version"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why it stopped.
+    assert process.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr and "unloaded pet-brain v1" in stderr
+    assert "n_ctx_train" not in stderr  # the context is clamped before llama.cpp could warn about it
+    bad = subprocess.run([sys.executable, "-m", "llm_assets.cli", "serve", "--n-ctx", "8"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--n-ctx: Input should be greater than or equal to 16" in bad.stderr
