@@ -49,7 +49,8 @@ def test_a_file_still_being_written_waits_for_the_debounce(tmp_path):
     _, cursor = _look(tmp_path, NewDataCursor())
     (tmp_path / "fresh.jsonl").write_text("2\n")  # modified just now
     waiting, cursor = _look(tmp_path, cursor, debounce_s=60)
-    assert not waiting.start_run and waiting.unsettled == ["fresh.jsonl"] and "waiting for fresh.jsonl" in waiting.reason
+    assert not waiting.start_run and waiting.unsettled == ["fresh.jsonl"]
+    assert "waiting for fresh.jsonl" in waiting.reason
     settled, _ = _look(tmp_path, cursor, debounce_s=0)  # the same file, once quiet: still new, now run
     assert settled.start_run and settled.new == ["fresh.jsonl"]
 

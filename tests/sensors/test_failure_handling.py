@@ -90,7 +90,8 @@ def test_a_child_follows_a_new_parent_only_once_its_blocking_check_passed(mini_g
         result = dg.evaluate_automation_conditions([adapter, adapter_ok, export], instance=instance, cursor=cursor)
         assert result.get_num_requested(dg.AssetKey("export")) == 1 and result.total_requested == 1
         dg.materialize([export], instance=instance, selection=[export])
-        cursor = dg.evaluate_automation_conditions([adapter, adapter_ok, export], instance=instance, cursor=result.cursor).cursor
+        cursor = dg.evaluate_automation_conditions([adapter, adapter_ok, export], instance=instance,
+                                                   cursor=result.cursor).cursor
 
         verdict["passed"] = False  # a new adapter whose blocking check fails: the child must not follow
         dg.materialize([adapter, adapter_ok], instance=instance, raise_on_error=False)
