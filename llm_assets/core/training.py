@@ -116,7 +116,10 @@ def _sft_config(params: TrainingParams, output_dir: Path, max_length: int, has_e
         # memory train about a third faster without recomputing activations.
         gradient_checkpointing=False,
         use_cpu=not _cuda_available(),
-        bf16=_cuda_available(),
+        bf16=use_bf16(params.precision),
+        # Similar lengths in a batch: on the embedded task about a fifth of a
+        # randomly drawn batch is padding, computed and thrown away (opt-in).
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
     )
 
 
@@ -124,6 +127,40 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """AMX or AVX512-BF16 in the CPU flags: bf16 matrix products run natively, not emulated."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no way to tell, so the safe fp32
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def attention_implementation(attention: str) -> str | None:
+    """The attn_implementation to load the model with; None keeps the model's default."""
+    if attention != "auto":
+        return attention
+    # On a CPU the SDPA kernels lose to plain matmul + softmax for rows of a few
+    # hundred tokens with a padding mask (0.14 vs 0.09 CPU-s a step, embedded model).
+    return None if _cuda_available() else "eager"
+
+
+def use_bf16(precision: str) -> bool:
+    """Whether training runs under bf16 autocast for a TrainingParams.precision."""
+    if precision != "auto":
+        return precision == "bf16"
+    if _cuda_available():
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
 
 
 def train_sft(
@@ -154,7 +191,9 @@ def train_sft(
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, torch_dtype=torch.float32)
+    attention = attention_implementation(params.attention)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, torch_dtype=torch.float32,
+                                                 **({"attn_implementation": attention} if attention else {}))
     peft_config = None
     if params.method == "lora":
         from peft import LoraConfig
