@@ -28,7 +28,8 @@ def prepare_base_model(params: BaseModelParams, out_dir: Path,
         corpus = pet_task.generate_training_rows(CORPUS_ROWS, CORPUS_SEED)
         info = tiny_model.build_tiny_model(out_dir, [r["prompt"] for r in corpus], spec, on_step,
                                            vocabulary_texts=[r["completion"] for r in corpus],
-                                           domain_words=pet_task.DOMAIN_WORDS)
+                                           domain_words=pet_task.DOMAIN_WORDS,
+                                           unguessable_words=pet_task.OBJECTS)
         return {**info, "revision": None}
     return _copy_pretrained(params, out_dir)
 

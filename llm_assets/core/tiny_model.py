@@ -104,10 +104,13 @@ def build_tiny_model(
     on_step: Callable[[int, int, float], None] | None = None,
     vocabulary_texts: Sequence[str] = (),
     domain_words: Sequence[str] = (),
+    unguessable_words: Sequence[str] = (),
 ) -> dict:
     """Train a tokenizer, build the model, pretrain it briefly; save to `out_dir`.
 
-    Returns a summary (parameter count, final pretraining loss, seconds).
+    `unguessable_words` (a subset of `domain_words`) are left out of the
+    pretraining loss. Returns a summary (parameter count, final pretraining
+    loss, seconds).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -129,7 +132,8 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config)
-    loss = _pretrain(model, tokenizer, corpus_texts(prompts), spec, on_step)
+    skip_ids = set(tokenizer.convert_tokens_to_ids(list(unguessable_words)))
+    loss = _pretrain(model, tokenizer, corpus_texts(prompts), spec, on_step, skip_ids)
     out_dir = Path(out_dir)
     model.generation_config.pad_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -144,7 +148,30 @@ def build_tiny_model(
     }
 
 
-def _pretrain(model, tokenizer, texts: list[str], spec: TinyModelSpec, on_step) -> float:
+def pretrain_batch(rows: list[list[int]], pad_id: int, skip_ids=frozenset()):
+    """Right-padded tensors (input_ids, attention_mask, labels); pads and `skip_ids` are not targets."""
+    import torch
+
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), pad_id)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        labels[i, : len(row)] = torch.tensor([-100 if t in skip_ids else t for t in row])
+    return input_ids, attention_mask, labels
+
+
+def _pretrain(model, tokenizer, texts: list[str], spec: TinyModelSpec, on_step, skip_ids=frozenset()) -> float:
+    """Causal-LM steps on `texts`; tokens in `skip_ids` are context only, never targets.
+
+    Which objects lie around is a random draw, so predicting their names in a
+    description teaches nothing but a prior (carrot before hay), and the
+    fine-tune then answers with that prior instead of copying the name from
+    the question. Measured on the benchmark: target accuracy 0.88 with the
+    names as targets, 0.97 without, everything else equal.
+    """
     import torch
 
     if spec.pretrain_steps <= 0:
@@ -156,16 +183,11 @@ def _pretrain(model, tokenizer, texts: list[str], spec: TinyModelSpec, on_step) 
     loss_value = float("nan")
     for step in range(1, spec.pretrain_steps + 1):
         batch = rng.sample(ids, min(spec.pretrain_batch_size, len(ids)))
-        width = max(map(len, batch))
-        input_ids = torch.full((len(batch), width), tokenizer.eos_token_id)
-        labels = torch.full((len(batch), width), -100)
-        for i, row in enumerate(batch):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            labels[i, : len(row)] = torch.tensor(row)
+        input_ids, attention_mask, labels = pretrain_batch(batch, tokenizer.eos_token_id, skip_ids)
         lr = spec.pretrain_lr * min(1.0, step / 20) * 0.5 * (1 + math.cos(math.pi * step / spec.pretrain_steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        out = model(input_ids=input_ids, attention_mask=(labels != -100).long(), labels=labels)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
