@@ -17,7 +17,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install demo test dev clean
+.PHONY: install demo test dev clean bench
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# Benchmarks (not tests): project vs baseline tables, then one JSON line of key figures.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)
 
 dev: install
 	mkdir -p $(DAGSTER_HOME)
