@@ -33,6 +33,18 @@ def test_graph_shape_checks_and_groups():
         assert spec.description
 
 
+def test_every_asset_reads_well_in_the_ui():
+    """The catalog shows each asset's description, owner and kinds (its tools); checks show a description."""
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.description and len(spec.description) > 20, f"{name} has no real description"
+        assert spec.owners, f"{name} has no owner"
+        assert spec.kinds, f"{name} has no kinds"
+    for checks in PIPELINE_CHECKS:
+        for check in checks.check_specs:
+            assert check.description, f"check {check.name} has no description"
+
+
 def test_checks_are_blocking():
     specs = [spec for checks in PIPELINE_CHECKS for spec in checks.check_specs]
     assert len(specs) == 2

@@ -12,6 +12,7 @@ from llm_assets.config import EvalConfig
 from llm_assets.core import gguf_export, pet_task, plots
 from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.gate import evaluate_gate
+from llm_assets.core.model_card import render_model_card
 from llm_assets.assets.registry_assets import record_rejection
 from resources.artifact_store import ArtifactStoreResource
 from resources.registry import ModelRegistryResource
@@ -47,6 +48,31 @@ def _lineage(gguf_model: dict, base_model: dict, lora_adapter: dict, training_da
         "dataset_uris": [training_dataset["uri"]] + [s for s in [training_dataset.get("raw_source")] if s],
         "dataset_rows": training_dataset["train_rows"], "config": lora_adapter.get("config"),
     }
+
+
+PLOT_TITLES = {"loss_curve": "Loss curve", "per_field_accuracy": "Accuracy per field",
+               "action_confusion": "Action confusion matrix"}
+
+
+def _model_card(report: dict, gguf_model: dict, base_model: dict, lora_adapter: dict, training_dataset: dict) -> str:
+    """The deployable variant's model card, now with its benchmark scores (export wrote it before evaluation)."""
+    gate = report["gate"]
+    name = gate["variant"] or next(iter(report["variants"]))
+    scores = report["variants"][name]["scores"]
+    variant = gguf_model["variants"][name]
+    card = render_model_card({
+        "name": variant["file"].removesuffix(".gguf"),
+        "base_model": {"id": base_model.get("model_id"), "revision": base_model.get("revision")},
+        "data": {"version": training_dataset["sha256"][:16],
+                 "rows": {"train": training_dataset["train_rows"], "validation": training_dataset["validation_rows"]}},
+        "metrics": {"strict_accuracy": scores["strict_accuracy"], "per_field_accuracy": scores["per_field_accuracy"],
+                    "gate": gate["reason"], "benchmark": report.get("benchmark_version")},
+        "config": lora_adapter.get("config"),
+        "variants": {name: {**variant, "path": variant["file"]}},
+        "lineage": {"GGUF": f"{gguf_model['uri']}/{variant['file']}", "adapter": lora_adapter["uri"]},
+    })
+    # The YAML front matter is for the Hugging Face Hub; in the UI it would render as stray text.
+    return card.split("---\n", 2)[2].lstrip() if card.startswith("---\n") else card
 
 
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"],
@@ -108,7 +134,9 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_
         "deployable_variant": str(gate["variant"]),
         "gate_passed": bool(gate["passed"]),
         "metrics": dg.MetadataValue.md(_metrics_table(report)),
-        "plots": dg.MetadataValue.md("\n\n".join(plots.markdown_image(p, n) for n, p in pngs.items())),
+        "plots": dg.MetadataValue.md("\n\n".join(f"**{PLOT_TITLES[n]}**\n\n{plots.markdown_image(p, PLOT_TITLES[n])}"
+                                                  for n, p in pngs.items())),
+        "model_card": dg.MetadataValue.md(_model_card(report, gguf_model, base_model, lora_adapter, training_dataset)),
     })
 
 
