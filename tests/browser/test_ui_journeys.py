@@ -93,7 +93,7 @@ def open_markdown(page, key: str):
     """Long Markdown metadata sits behind [Show Markdown]; the dialog renders it."""
     row = page.get_by_role("row").filter(has=page.get_by_text(key, exact=True))
     row.get_by_text("[Show Markdown]").click()
-    dialog = page.get_by_role("dialog")
+    dialog = page.get_by_role("dialog").filter(has=page.get_by_text(key, exact=True))
     dialog.wait_for()
     return dialog
 
@@ -147,6 +147,7 @@ def test_journey_2_eval_report_metrics_plots_and_model_card(page, dagster_ui, tr
         assert image.evaluate("img => img.complete && img.naturalWidth > 100"), f"{title} did not render"
     shot(page, screenshot_dir, "journey2-02-plots")
     dialog.get_by_role("button", name="Close").click()
+    dialog.wait_for(state="hidden")
 
     data_version = materializations(dagster_ui, "training_dataset")[0]["data_version"]
     dialog = open_markdown(page, "model_card")
