@@ -123,7 +123,9 @@ def screenshot_dir() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the webserver, daemon and browser must be gone before the rest of the
+# suite runs, or their CPU use slows the timing-sensitive tests that follow on a 2-core machine.
+@pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
     root = tmp_path_factory.mktemp("dagster-ui")
     home, workdir = root / "home", root / "work"
@@ -152,7 +154,7 @@ def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
         _stop(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
