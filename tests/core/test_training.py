@@ -61,3 +61,11 @@ def test_exploding_learning_rate_stops_with_a_clear_message(base, tmp_path):
                            params(max_steps=30, learning_rate=0.9, max_grad_norm_alert=50.0,
                                   method="full", warmup_ratio=0.0))
     assert not (tmp_path / "out").exists()  # nothing half-made is left where a later step would trust it
+
+
+def test_divergence_means_a_real_climb_not_a_wobble_near_zero():
+    # The healthy demo run that the plain ratio test stopped: best 0.0017, a logged 0.0078, first 1.42.
+    assert not training.diverged(0.0078, 0.0017, 1.42, 4.0)
+    assert training.diverged(1.5, 0.3, 2.0, 4.0)       # back most of the way up: diverged
+    assert not training.diverged(1.1, 0.3, 2.0, 4.0)   # under 4x the best: still learning
+    assert training.diverged(0.2, 0.01, 1.42, 4.0)     # 20x the best and 0.19 up: diverged
