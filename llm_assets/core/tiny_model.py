@@ -50,7 +50,7 @@ class TinyModelSpec:
     num_layers: int = 4
     num_heads: int = 4
     max_positions: int = 256
-    pretrain_steps: int = 150
+    pretrain_steps: int = 100
     pretrain_batch_size: int = 32
     pretrain_lr: float = 2e-3
     seed: int = 0
