@@ -47,6 +47,8 @@ class ExportConfig(dg.Config, hp.ExportParams):
 class EvalConfig(dg.Config, hp.EvalParams):
     """Benchmark evaluation and the accuracy gate."""
 
+    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
+
 
 CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {
     "raw_dataset": RawDatasetConfig,

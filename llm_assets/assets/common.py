@@ -9,6 +9,7 @@ from typing import Iterator
 
 import dagster as dg
 
+from llm_assets.compute.stage_io import fetch, manifest  # noqa: F401  (the assets use them too)
 from llm_assets.config import validate_run_config
 from llm_assets.core.artifacts import Artifact, ArtifactStore, run_key
 
@@ -32,20 +33,6 @@ def publish(context: dg.AssetExecutionContext, store: ArtifactStore, local: Path
     """Put a file or folder into the store under a run-scoped key."""
     key = run_key(context.run.run_id, context.asset_key.to_user_string(), local.name)
     return store.put_dir(local, key) if local.is_dir() else store.put_file(local, key)
-
-
-def fetch(store: ArtifactStore, artifact: dict, dest: Path) -> Path:
-    """A local path for an upstream artifact: in place for the local store, else a verified download."""
-    uri, sha = artifact["uri"], artifact["sha256"]
-    local = store.local_path(uri, expected_sha256=sha)
-    if local is not None:
-        return local
-    is_dir = artifact.get("kind") == "dir"
-    return store.get_dir(uri, dest, sha) if is_dir else store.get_file(uri, dest, sha)
-
-
-def manifest(artifact: Artifact, local: Path, **figures) -> dict:
-    return {**artifact.to_dict(), "kind": "dir" if local.is_dir() else "file", **figures}
 
 
 def output(value: dict, metadata: dict | None = None) -> dg.Output:

@@ -11,47 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from llm_assets.compute.evaluation_stage import evaluate
+from llm_assets.compute.stage_io import LogFn, StageOutput, fetch, manifest, meta, publish
 from llm_assets.core import dataset_io, gguf_export, training
-from llm_assets.core.artifacts import Artifact, ArtifactStore, run_key
-from llm_assets.core.hyperparameters import ExportParams, TrainingParams
+from llm_assets.core.artifacts import ArtifactStore
+from llm_assets.core.hyperparameters import EvalParams, ExportParams, TrainingParams
 from llm_assets.core.model_card import render_model_card
 from llm_assets.core.plots import loss_curve_png, markdown_image
-
-LogFn = Callable[[str], None]
-
-
-@dataclass
-class StageOutput:
-    value: dict
-    metadata: dict = field(default_factory=dict)
-
-
-def meta(value, kind: str) -> dict:
-    """One metadata entry in Pipes' external form."""
-    return {"raw_value": value, "type": kind}
-
-
-def fetch(store: ArtifactStore, artifact: dict, dest: Path) -> Path:
-    """A local path for an upstream artifact: in place for the local store, else a verified download."""
-    uri, sha = artifact["uri"], artifact["sha256"]
-    local = store.local_path(uri, expected_sha256=sha)
-    if local is not None:
-        return local
-    is_dir = artifact.get("kind") == "dir"
-    return store.get_dir(uri, dest, sha) if is_dir else store.get_file(uri, dest, sha)
-
-
-def publish(store: ArtifactStore, run_id: str, asset_name: str, local: Path) -> Artifact:
-    key = run_key(run_id, asset_name, local.name)
-    return store.put_dir(local, key) if local.is_dir() else store.put_file(local, key)
-
-
-def manifest(artifact: Artifact, local: Path, **figures) -> dict:
-    return {**artifact.to_dict(), "kind": "dir" if local.is_dir() else "file", **figures}
 
 
 def checkpoint_dir(*parts: str) -> Path:
@@ -144,4 +113,8 @@ def export(store: ArtifactStore, inputs: dict, params: ExportParams, run_id: str
 STAGE_FUNCTIONS = {
     "training": (train, TrainingParams, ("training_dataset", "base_model")),
     "export": (export, ExportParams, ("lora_adapter", "base_model", "training_dataset")),
+    "evaluation": (evaluate, EvalParams,
+                   ("gguf_model", "eval_benchmark", "base_model", "lora_adapter", "training_dataset")),
 }
+
+__all__ = ["STAGE_FUNCTIONS", "StageOutput", "fetch", "manifest", "meta", "publish"]

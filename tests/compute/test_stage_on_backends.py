@@ -20,10 +20,10 @@ import pytest
 from llm_assets.compute.checkpoint_sync import latest_in_store
 from llm_assets.compute.launch import JobRecord, checkpoint_prefix, job_key
 from llm_assets.core.hyperparameters import TrainingParams
-from resources.compute import LocalProcessBackend
+from resources.compute import ComputeBackends, LocalProcessBackend
 from resources.compute_remote import DetachedProcessBackend, _alive
 from tests.compute.conftest import (
-    TRAINING_CONFIG, log_lines, materialize_stage, materialize_upstream, s3_store_resource,
+    TRAINING_CONFIG, UPSTREAM, log_lines, materialize_stage, materialize_upstream, s3_store_resource,
 )
 from tests.pipeline_configs import resources_for
 
@@ -72,6 +72,38 @@ def test_local_subprocess_worker_trains_through_pipes(tmp_path, monkeypatch):
     assert meta["uri"].value.startswith((tmp_path / "store").as_uri())
     lines = log_lines(instance, result.run_id)
     assert any("lora_adapter step 4/4" in line for line in lines), lines  # the worker's progress, streamed
+
+
+def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_report(tmp_path, monkeypatch):
+    from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
+
+    monkeypatch.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    resources = resources_for(tmp_path / "store")
+    resources["compute_backends"] = ComputeBackends({"local": LocalProcessBackend(env=WORKER_ENV)})
+    materialize_upstream(resources["artifact_store"])
+    instance = dg.DagsterInstance.ephemeral()
+    stages = ["lora_adapter", "gguf_model", "eval_report"]
+    result = dg.materialize(
+        [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + stages] + list(PIPELINE_CHECKS),
+        selection=dg.AssetSelection.assets(*stages) | dg.AssetSelection.checks_for_assets(*stages),
+        resources=resources, instance=instance, raise_on_error=False,
+        run_config={"ops": {"lora_adapter": {"config": TRAINING_CONFIG},
+                            "gguf_model": {"config": {"quantizations": ["q8_0"], "compute": "local"}},
+                            "eval_report": {"config": {"max_new_tokens": 48, "compute": "local"}}}})
+    export = result.asset_materializations_for_node("gguf_model")[0].metadata
+    report = result.asset_materializations_for_node("eval_report")[0].metadata
+    assert export["compute_backend"].value == report["compute_backend"].value == "LocalProcessBackend"
+    assert "| q8_0 |" in export["variants"].value and "| q8_0 |" in report["metrics"].value
+    store = resources["artifact_store"].store()
+    assert store.exists(report["uri"].value + "/eval_report.json")
+    # 4 training steps cannot pass: the worker's report says so, and the blocking gate agrees.
+    assert report["gate_passed"].value is False and 0.0 <= report["strict_accuracy"].value < 0.95
+    [gate] = [e.asset_check_evaluation_data for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"
+              and e.asset_check_evaluation_data.check_name == "accuracy_gate"]
+    assert gate.passed is False
+    lines = log_lines(instance, result.run_id)
+    assert any("eval_report: q8_0 20/20 examples" in line for line in lines), lines  # streamed from the worker
 
 
 def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoints(s3_store):
