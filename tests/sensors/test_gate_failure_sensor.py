@@ -134,15 +134,16 @@ def test_a_weak_config_misses_the_gate_and_is_retrained_on_the_ladder_until_the_
     assert versions[1].config["max_steps"] == 8 and versions[0].config["max_steps"] == 4
 
 
-GATE_THRESHOLD = 0.3
+GATE_THRESHOLD = 0.15
 
 
 @pytest.mark.slow
 def test_a_weak_config_misses_the_gate_and_the_ladders_longer_training_passes_it(tmp_path, checkpoints):
-    """Real training both times on the demo's model: 75 steps are rejected, the rung's 1,500 steps pass."""
-    # Measured on this model (HF weights, the 250-item benchmark): 600 steps score strict accuracy 0.000 and
-    # 1,500 steps 0.656; a 0.3 threshold sits well between them, so each verdict is the gate's own.
-    ladder = json.dumps([{"name": "train_longer", "scale": {"epochs": 20.0}}])
+    """Real training both times on the demo's model: 75 steps are rejected, the rung's 900 steps pass."""
+    # Measured on this model, this config (the GGUFs on the 100-item benchmark): 75 steps score strict accuracy
+    # 0.00, 900 steps 0.32 and 1,500 steps 0.76 (HF weights: 600 steps 0.000). A 0.15 threshold sits well
+    # between 0.00 and 0.32, so each verdict is the gate's own; 900 steps keep the test near 4 minutes.
+    ladder = json.dumps([{"name": "train_longer", "scale": {"epochs": 12.0}}])
     defs = retraining_defs(tmp_path, RetrainingResource(ladder=ladder, max_attempts=2))
     config = tiny_run_config(num_examples=24000, max_steps=75, save_steps=500, logging_steps=25)
     config["ops"]["base_model"]["config"] = {"pretrain_steps": 100}  # the embedded default model
@@ -155,7 +156,7 @@ def test_a_weak_config_misses_the_gate_and_the_ladders_longer_training_passes_it
         assert not weak.success  # the blocking gate stopped registration
         tick = evaluate(gate_failure_sensor, defs, instance)
         [retry] = tick.run_requests
-        assert retry.run_config["ops"]["lora_adapter"]["config"]["max_steps"] == 1500
+        assert retry.run_config["ops"]["lora_adapter"]["config"]["max_steps"] == 900
         longer = execute(defs, retry, instance)
         report = longer.asset_materializations_for_node("eval_report")[0].metadata
         assert report["gate_passed"].value is True and report["strict_accuracy"].value >= GATE_THRESHOLD
@@ -165,5 +166,5 @@ def test_a_weak_config_misses_the_gate_and_the_ladders_longer_training_passes_it
         versions = registry.list_versions("pet-brain")
     assert [(v.status, v.dagster_run_id) for v in versions] == [("rejected", weak.run_id),
                                                                 ("candidate", longer.run_id)]
-    assert versions[0].config["max_steps"] == 75 and versions[1].config["max_steps"] == 1500
+    assert versions[0].config["max_steps"] == 75 and versions[1].config["max_steps"] == 900
     assert promote.run_config["ops"]["production_model"]["config"]["version"] == 2
