@@ -38,8 +38,11 @@ demo: install
 	mkdir -p $(DAGSTER_HOME)
 	$(PY) -m llm_assets.demo
 
+# Two workers, one test file at a time each (module fixtures such as dagster dev stay in one process);
+# files with slow tests are collected first (tests/conftest.py) so the longest one never starts last.
+TEST_WORKERS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Benchmarks (not tests): project vs baseline tables, then one JSON line of key figures.
 bench: install

@@ -6,3 +6,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow tests first, in their own order otherwise.
+
+    `make test` hands whole files to two workers in collection order; the file with the real-training
+    ladder test takes about four minutes, and started last it would be the run's tail.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable sort: each file keeps its order
