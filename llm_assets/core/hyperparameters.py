@@ -22,9 +22,9 @@ class RawDataParams(BaseModel):
         "JSONL file or folder of *.jsonl (chat 'messages' or 'prompt'/'completion' rows).",
     )
     num_examples: int = Field(
-        default=44000, ge=1, description="Rows to generate for 'embedded:pet' (fresh rows beat repeated epochs: "
+        default=60000, ge=1, description="Rows to generate for 'embedded:pet' (fresh rows beat repeated epochs: "
         "for the same 55,000 example passes 27,500 rows x 2 epochs scored 0.92 strict accuracy, 11,000 x 5 0.88; "
-        "44,000 x 2 scores 0.99 in `make demo`).")
+        "in `make demo` 60,000 x 1 scores 0.968 in 3,562 steps, 44,000 x 2 0.992 in 5,224).")
     seed: int = Field(default=0, description="Seed of the generator for 'embedded:pet'.")
 
 
@@ -63,7 +63,7 @@ class TrainingParams(BaseModel):
     method: Literal["lora", "full"] = Field(
         default="full", description="LoRA adapter, or full fine-tune (the default for the embedded tiny model, "
         "where every weight fits in memory and LoRA learned the task markedly slower).")
-    epochs: float = Field(default=2.0, gt=0, description="Passes over the training split.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the training split.")
     learning_rate: float = Field(default=1e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule).")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps spent warming up.")
     batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step on one device.")

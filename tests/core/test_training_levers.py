@@ -27,9 +27,9 @@ def test_precision_and_attention_choices_on_this_machine():
         assert training.use_bf16("auto") is training.cpu_has_native_bf16()
         assert training.attention_implementation("auto") == "eager"
     assert training.attention_implementation("sdpa") == "sdpa"
-    # The speed levers leave the demo's recipe alone: full fine-tune, batch 16, 2 epochs, lr 1e-3.
+    # The speed levers leave the demo's recipe alone: full fine-tune, batch 16, 1 epoch, lr 1e-3.
     p = TrainingParams()
-    assert (p.method, p.batch_size, p.epochs, p.learning_rate) == ("full", 16, 2.0, 1e-3)
+    assert (p.method, p.batch_size, p.epochs, p.learning_rate) == ("full", 16, 1.0, 1e-3)
     assert (p.precision, p.attention, p.group_by_length) == ("auto", "auto", False)
 
 

@@ -21,7 +21,7 @@ def test_rungs_are_cumulative_and_epochs_stretch_a_step_cap():
 
 
 def test_a_rung_scales_the_default_when_the_run_left_the_field_out():
-    assert apply_rung({}, Rung("more", scale={"epochs": 3.0})) == {"epochs": 6.0}  # default 2 epochs
+    assert apply_rung({}, Rung("more", scale={"epochs": 3.0})) == {"epochs": 3.0}  # default 1 epoch
 
 
 def test_ladder_json_round_trips_and_bad_rungs_name_the_field():
