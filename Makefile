@@ -13,11 +13,18 @@ STAMP       := $(VENV)/.installed
 TORCH_VERSION   ?= 2.13.0
 TORCH_INDEX_URL ?=
 HAS_GPU     := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# llama-cpp-python has no wheel for CPUs: it is compiled here with the flags that
+# deploy/llama_cpp/cmake-args.sh prints (never -march=native), once per version and flags,
+# into a folder named by both, so pip's own wheel cache can never hand back a wheel built
+# with other flags on another machine.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS  ?= $(shell sh deploy/llama_cpp/cmake-args.sh)
+LLAMA_WHEEL_DIR   ?= $(HOME)/.cache/llm-assets/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell printf '%s' "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install demo test dev clean bench
+.PHONY: install demo test dev clean bench llama-cpp-wheel
 
 install: $(STAMP)
 
@@ -31,8 +38,18 @@ else
 endif
 	# Pin the torch just installed so resolving the project never swaps it.
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(MAKE) llama-cpp-wheel
+	$(PIP) install $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PIP) install -c $(VENV)/torch-constraint.txt -e ".[dev]"
 	touch $(STAMP)
+
+llama-cpp-wheel:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	    echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS=$(LLAMA_CMAKE_ARGS) (minutes)"; \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps \
+	        -w $(LLAMA_WHEEL_DIR).tmp "llama-cpp-python==$(LLAMA_CPP_VERSION)" \
+	    && mv $(LLAMA_WHEEL_DIR).tmp $(LLAMA_WHEEL_DIR); }
 
 demo: install
 	mkdir -p $(DAGSTER_HOME)
