@@ -53,7 +53,7 @@ def direct_tokens_per_s(gguf: Path, texts: list[str], max_tokens: int, seconds: 
     """One Llama in this process answering the prompts one after another, as the server's worker does."""
     from llm_assets.serving.worker import load_llama
 
-    llm = load_llama(gguf, n_ctx=512, n_threads=1)
+    llm, _ = load_llama(gguf, n_ctx=512, n_threads=1)
     try:
         tokens, started, i = 0, time.perf_counter(), 0
         while time.perf_counter() - started < seconds:

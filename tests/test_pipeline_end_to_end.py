@@ -90,10 +90,10 @@ def test_eval_report_has_metrics_plots_and_baseline(run):
 
 def test_gguf_tokenizes_and_answers_like_the_hf_model(run):
     import torch
-    from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm_assets.core.gguf_export import merge_adapter
+    from llm_assets.core.llama_runtime import load_llama
 
     _, store, root = run
     gguf = manifest(store, "gguf_model")
@@ -107,7 +107,7 @@ def test_gguf_tokenizes_and_answers_like_the_hf_model(run):
     merged = merge_adapter(base, adapter, root / "merged-for-test")
     tok = AutoTokenizer.from_pretrained(merged)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
-    llm = Llama(model_path=str(folder / gguf["variants"]["f32"]["file"]), n_ctx=256, verbose=False)
+    llm, _ = load_llama(folder / gguf["variants"]["f32"]["file"], n_ctx=256)
     for row in pet_task.generate_training_rows(3, seed=99):
         prompt = tok.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False,
                                          add_generation_prompt=True)

@@ -40,7 +40,7 @@ def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str
         prompts = format_prompts(base, [b["prompt"] for b in bench])
         report = evaluate_variants(variants, baseline, prompts, [b["completion"] for b in bench],
                                    [b["category"] for b in bench], params.max_new_tokens, params.deployable,
-                                   params.threshold, _progress_logger(log))
+                                   params.threshold, _progress_logger(log), repack=params.llama_repack)
         report["benchmark_version"] = eval_benchmark.get("version")
         deployable = report["gate"]["variant"]
         history = json.loads((fetch(store, lora_adapter, tmp / "adapter") / "training_history.json").read_text())
@@ -72,6 +72,7 @@ def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str
     return StageOutput(value, {
         "strict_accuracy": meta(float(gate["strict_accuracy"] or 0.0), "float"),
         "deployable_variant": meta(str(gate["variant"]), "text"),
+        "llama_settings": meta(llama_settings_text(report), "text"),
         "gate_passed": meta(bool(gate["passed"]), "bool"),
         "metrics": meta(metrics_table(report), "md"),
         "plots": meta(plots_md, "md"),
@@ -87,6 +88,14 @@ def _progress_logger(log: LogFn):
             last_logged[name] = done
             log(f"eval_report: {name} {done}/{total} examples")
     return on_progress
+
+
+def llama_settings_text(report: dict) -> str:
+    """The llama.cpp settings every evaluated file was loaded with (one line; they agree unless a load differed)."""
+    entries = [*report["variants"].values(), *([report["baseline"]] if report["baseline"] else [])]
+    seen = {f"use_extra_bufts={e['llama_settings']['use_extra_bufts']} ({e['llama_settings']['reason']})"
+            for e in entries}
+    return "; ".join(sorted(seen))
 
 
 def format_prompts(tokenizer_dir, texts: list[str]) -> list[str]:

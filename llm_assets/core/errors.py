@@ -9,17 +9,23 @@ class ConfigError(PipelineError, ValueError):
     """An invalid configuration value, raised before any compute is spent."""
 
     def __init__(self, field: str, value, why: str):
-        self.field, self.value = field, value
+        self.field, self.value, self.why = field, value, why
         super().__init__(f"invalid config: {field}={value!r}: {why}")
+
+    def __reduce__(self):  # so the error crosses a process boundary (llm_assets.core.isolated) intact
+        return type(self), (self.field, self.value, self.why)
 
 
 class DataFormatError(PipelineError, ValueError):
     """Input data that cannot be read; names the file and the line."""
 
     def __init__(self, path, line: int | None, why: str):
-        self.path, self.line = str(path), line
+        self.path, self.line, self.why = str(path), line, why
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {why}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.line, self.why)
 
 
 class UnsupportedArchitectureError(PipelineError):

@@ -11,8 +11,6 @@ llama_cpp is imported inside functions so importing this module stays cheap.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import time
@@ -21,6 +19,8 @@ from typing import Callable
 
 from llm_assets.core.errors import ConfigError
 from llm_assets.core.gate import SMALLEST_PASSING, evaluate_gate, validate_threshold
+from llm_assets.core.isolated import call_isolated
+from llm_assets.core.llama_runtime import load_model, quiet_llama_log, settings_for_this_machine, validate_repack
 from llm_assets.core.metrics import improvement, score_predictions
 
 N_SAMPLES = 3  # answers kept in the report per model, for a reader to eyeball
@@ -41,23 +41,6 @@ def default_threads(gguf_path: str | Path | None = None) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@contextlib.contextmanager
-def _quiet_llama_log():
-    """Silence llama.cpp's context-size notices while a context is made.
-
-    llama-cpp-python maps llama.cpp's log levels off by one, so its warnings
-    print even with verbose=False; the sizes they are about are chosen here on
-    purpose.
-    """
-    logger = logging.getLogger("llama-cpp-python")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 class GgufGenerator:
     """One GGUF loaded once; greedy completions for batches of chat-formatted prompts.
 
@@ -70,20 +53,15 @@ class GgufGenerator:
     faster than create_completion one prompt at a time.
     """
 
-    def __init__(self, gguf_path: str | Path, n_ctx: int = 512, n_threads: int | None = None):
+    def __init__(self, gguf_path: str | Path, n_ctx: int = 512, n_threads: int | None = None,
+                 repack: str = "auto"):
         import llama_cpp
         from llama_cpp import _internals
-        from llama_cpp._logger import set_verbose
 
-        path = Path(gguf_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
-        set_verbose(False)
-        llama_cpp.llama_backend_init()
         self._llama_cpp, self._internals = llama_cpp, _internals
-        self.path, self.n_threads = path, n_threads or default_threads(path)
-        self.model = _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(),
-                                           verbose=False)
+        self.model, self.settings = load_model(gguf_path, repack)
+        self.path = Path(gguf_path)
+        self.n_threads = n_threads or default_threads(self.path)
         # Positions past the training context are noise; llama.cpp would only warn.
         self.n_ctx = min(n_ctx, self.model.n_ctx_train() or n_ctx)
         self.n_vocab = self.model.n_vocab()
@@ -144,7 +122,7 @@ class GgufGenerator:
         params.n_ubatch = min(512, params.n_batch)
         params.n_threads = params.n_threads_batch = self.n_threads
         params.no_perf = True
-        with _quiet_llama_log():
+        with quiet_llama_log():
             ctx = self._internals.LlamaContext(model=self.model, params=params, verbose=False)
         batch = self._internals.LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=n_seq, verbose=False)
         return ctx, batch
@@ -194,9 +172,9 @@ class GgufGenerator:
 
 def generate_gguf(gguf_path: str | Path, prompts: list[str], max_tokens: int = 64,
                   n_threads: int | None = None, n_ctx: int = 512, batch_size: int = DEFAULT_BATCH_SIZE,
-                  on_example: Callable[[int], None] | None = None) -> list[dict]:
+                  on_example: Callable[[int], None] | None = None, repack: str = "auto") -> list[dict]:
     """Greedy completions of chat-formatted prompts: [{text, seconds, completion_tokens}]."""
-    with GgufGenerator(gguf_path, n_ctx=n_ctx, n_threads=n_threads) as generator:
+    with GgufGenerator(gguf_path, n_ctx=n_ctx, n_threads=n_threads, repack=repack) as generator:
         return generator.generate(prompts, max_tokens, batch_size, on_example)
 
 
@@ -223,14 +201,15 @@ def _check_answer_room(generator: GgufGenerator, name: str, references: list[str
 def evaluate_gguf(name: str, gguf_path: str | Path, prompts: list[str], references: list[str],
                   categories: list[str] | None, max_tokens: int = 64, n_threads: int | None = None,
                   n_ctx: int = 512, on_progress: Callable[[str, int, int], None] | None = None,
-                  batch_size: int = DEFAULT_BATCH_SIZE, latency_examples: int = LATENCY_EXAMPLES) -> dict:
+                  batch_size: int = DEFAULT_BATCH_SIZE, latency_examples: int = LATENCY_EXAMPLES,
+                  repack: str = "auto") -> dict:
     """One model's entry of the report: scores, latency, throughput, file size and a few sample answers.
 
     The benchmark runs in batches (throughput); latency is what one request
     alone waits, measured on the first `latency_examples` prompts.
     """
     total = len(prompts)
-    with GgufGenerator(gguf_path, n_ctx=n_ctx, n_threads=n_threads) as generator:
+    with GgufGenerator(gguf_path, n_ctx=n_ctx, n_threads=n_threads, repack=repack) as generator:
         answer_tokens = _check_answer_room(generator, name, references, max_tokens)
         started = time.perf_counter()
         progress = (lambda done: on_progress(name, done, total)) if on_progress else None
@@ -248,6 +227,7 @@ def evaluate_gguf(name: str, gguf_path: str | Path, prompts: list[str], referenc
                        "tokens_per_s": generated / elapsed if elapsed > 0 else 0.0,
                        "batch_size": min(batch_size, total), "threads": generator.n_threads},
         "longest_answer_tokens": answer_tokens,
+        "llama_settings": generator.settings.to_dict(),
         "samples": [{"prediction": t, "reference": r} for t, r in zip(texts[:N_SAMPLES], references)],
     }
 
@@ -257,14 +237,20 @@ def evaluate_variants(variants: dict[str, str | Path], baseline: str | Path | No
                       deployable: str = SMALLEST_PASSING, threshold: float = 0.95,
                       on_progress: Callable[[str, int, int], None] | None = None,
                       n_threads: int | None = None, n_ctx: int = 512,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
+                      batch_size: int = DEFAULT_BATCH_SIZE, repack: str = "auto",
+                      evaluate_one: Callable[..., dict] = evaluate_gguf) -> dict:
     """The eval_report: every variant and the baseline scored, compared and gated.
 
     Configuration is checked before any answer is generated, so a typo in
     `deployable`, `threshold` or a too small `max_tokens` costs seconds.
     on_progress(model, done, total) is called after each batch.
+
+    Each model is evaluated by `evaluate_one` (a module-level function, evaluate_gguf unless a test
+    substitutes one) in a child process: if llama.cpp crashes, the error names the variant, the GGUF
+    and the llama.cpp settings instead of the step dying of a signal.
     """
     validate_threshold(threshold)
+    validate_repack(repack)
     if not variants:
         raise ConfigError("variants", variants, "no GGUF variant to evaluate")
     if deployable != SMALLEST_PASSING and deployable not in variants:
@@ -278,8 +264,14 @@ def evaluate_variants(variants: dict[str, str | Path], baseline: str | Path | No
         raise ConfigError("variants", list(variants), "'baseline' is reserved for the untuned model")
 
     def run(name: str, path) -> dict:
-        return evaluate_gguf(name, path, prompts, references, categories, max_tokens, n_threads, n_ctx,
-                             on_progress, batch_size)
+        settings = settings_for_this_machine(repack)
+        describe = (f"evaluating {name} ({path}) with llama.cpp {settings.describe()}; "
+                    "`llm-assets doctor` checks this machine's llama.cpp, and llama_repack=off avoids its "
+                    "repacked kernels")
+        kwargs = dict(name=name, gguf_path=str(path), prompts=prompts, references=references,
+                      categories=categories, max_tokens=max_tokens, n_threads=n_threads, n_ctx=n_ctx,
+                      batch_size=batch_size, repack=repack)
+        return call_isolated(evaluate_one, kwargs, describe, on_progress)
 
     report: dict = {"n_examples": len(prompts), "max_tokens": max_tokens, "threshold": threshold,
                     "deployable": deployable, "variants": {name: run(name, path) for name, path in variants.items()}}

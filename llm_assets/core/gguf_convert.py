@@ -395,25 +395,16 @@ def _verify_tokenization(gguf_path: Path, tokenizer, model_dir: Path) -> None:
 @contextlib.contextmanager
 def _llama_cpp_vocab(gguf_path: Path):
     """llama.cpp's vocabulary from a GGUF, loaded alone (no weights, no context)."""
-    import llama_cpp
+    from llm_assets.core.llama_runtime import load_model
 
-    llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    # llama-cpp-python prints llama.cpp's log unless its logger's own level says otherwise.
-    cpp_logger = logging.getLogger("llama-cpp-python")
-    level = cpp_logger.level
-    cpp_logger.setLevel(logging.ERROR)
     try:
-        model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), params)
-    finally:
-        cpp_logger.setLevel(level)
-    if not model:
-        raise DataFormatError(gguf_path, None, "llama.cpp cannot load the GGUF just written")
+        model, _ = load_model(gguf_path, vocab_only=True)
+    except ValueError as exc:  # llama-cpp-python's word for a file llama.cpp refused
+        raise DataFormatError(gguf_path, None, f"llama.cpp cannot load the GGUF just written: {exc}") from exc
     try:
-        yield llama_cpp.llama_model_get_vocab(model)
+        yield model.vocab
     finally:
-        llama_cpp.llama_model_free(model)
+        model.close()
 
 
 def _llama_cpp_tokenize(vocab, text: str) -> list[int]:

@@ -114,12 +114,14 @@ def _usage(name: str, info: dict) -> str:
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())
     return f"""## Usage
 
-With [llama-cpp-python](https://github.com/abetlen/llama-cpp-python), using the chat template stored in the GGUF:
+With [llama-cpp-python](https://github.com/abetlen/llama-cpp-python), using the chat template stored in the GGUF,
+through this project's loader (it keeps llama.cpp off its AMX kernels, which crash on Intel Xeons with AMX;
+`llm-assets doctor` shows what it decides on your machine):
 
 ```python
-from llama_cpp import Llama
+from llm_assets.core.llama_runtime import load_llama
 
-llm = Llama(model_path="{file}", n_ctx=512, verbose=False)
+llm, settings = load_llama("{file}", n_ctx=512)
 out = llm.create_chat_completion(
     messages=[{{"role": "user", "content": {json.dumps(prompt)}}}],
     temperature=0, max_tokens=128,

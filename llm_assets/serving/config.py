@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from llm_assets.core.llama_runtime import REPACK_HELP, validate_repack
 
 
 def default_cache_dir() -> str:
@@ -42,6 +44,7 @@ class ServeConfig(BaseModel):
                        "clamped to the model's training context.")
     n_threads: Optional[int] = Field(default=None, ge=1, description="llama.cpp threads; unset: 1 for models under "
                                      "64 MiB (more only spin), else the CPUs this process may use.")
+    llama_repack: str = Field(default="auto", description=REPACK_HELP)
     max_tokens_limit: int = Field(default=512, ge=1, description="Largest max_tokens a request may ask for.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body; larger is 413.")
     memory_limit_bytes: Optional[int] = Field(
@@ -64,6 +67,11 @@ class ServeConfig(BaseModel):
     api_key_env: str = Field(default="LLM_ASSETS_SERVE_API_KEY", description="Environment variable holding the API "
                              "key; when it is set and not empty, /v1/* requires `Authorization: Bearer <key>`.")
     actor: str = Field(default="serve", description="Actor name on the notes the server adds to the registry.")
+
+    @field_validator("llama_repack")
+    @classmethod
+    def _known_repack(cls, value: str) -> str:
+        return validate_repack(value)
 
     @model_validator(mode="after")
     def _limits_fit(self) -> "ServeConfig":

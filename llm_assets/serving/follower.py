@@ -236,7 +236,8 @@ class RegistryFollower:
 
     def _load_and_smoke(self, info: ModelInfo, smoke: bool = True) -> tuple[ModelSlot, SmokeResult]:
         try:
-            slot = ModelSlot(info, self.config.n_ctx, self.config.n_threads)
+            slot = ModelSlot(info, self.config.n_ctx, self.config.n_threads,
+                             llama_repack=self.config.llama_repack)
         except SlotError as exc:  # a bad file: llama.cpp refused it, or crashed its process, never this one
             raise SwapFailed("load", f"llama.cpp could not load {info.uri or info.path}: {exc}") from exc
         if not smoke:

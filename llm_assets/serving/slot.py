@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from llm_assets.core.isolated import exit_description
 from llm_assets.serving.schemas import ApiError
 from llm_assets.serving.worker import serve_model
 
@@ -46,10 +47,12 @@ class SlotError(RuntimeError):
 
 
 class ModelSlot:
-    def __init__(self, info: ModelInfo, n_ctx: int, n_threads: int | None, load_timeout_s: float = 600):
+    def __init__(self, info: ModelInfo, n_ctx: int, n_threads: int | None, load_timeout_s: float = 600,
+                 llama_repack: str = "auto"):
         self.info = info
         self._conn, child = _MP.Pipe()
-        self._process = _MP.Process(target=serve_model, args=(child, info.path, n_ctx, n_threads), daemon=True,
+        self._process = _MP.Process(target=serve_model, args=(child, info.path, n_ctx, n_threads, llama_repack),
+                                    daemon=True,
                                     name=f"model-{info.model}-v{info.version}")
         self._process.start()
         child.close()
@@ -60,11 +63,13 @@ class ModelSlot:
             _, kind, payload = self._conn.recv()
         except EOFError:
             self._process.join(5)
-            raise SlotError(f"the model process died while loading (exit code {self._process.exitcode})") from None
+            raise SlotError(f"the model process loading {info.path} {exit_description(self._process.exitcode)} "
+                            "(`llm-assets doctor` checks this machine's llama.cpp)") from None
         if kind != "ready":
             self._process.join(5)
             raise SlotError(payload["message"])
         self.n_ctx = payload["n_ctx"]
+        self.llama_settings = payload["llama_settings"]  # what llama.cpp was asked for, for /health
         self.loaded_at = time.time()
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[concurrent.futures.Future, Callable | None]] = {}

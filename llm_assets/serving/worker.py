@@ -18,17 +18,15 @@ from llm_assets.serving.schemas import ApiError
 JOBS = {"completion": completion_job, "chat": chat_job, "pet": pet_job}
 
 
-def load_llama(path: str, n_ctx: int, n_threads: int | None):
-    """A Llama for serving: context clamped to the model's training context, quiet logs."""
-    from llama_cpp import Llama
-
-    from llm_assets.core.evaluation import _quiet_llama_log, default_threads
+def load_llama(path: str, n_ctx: int, n_threads: int | None, repack: str = "auto"):
+    """(Llama, llama.cpp settings) for serving: context clamped to the model's training context."""
+    from llm_assets.core import llama_runtime
+    from llm_assets.core.evaluation import default_threads
 
     threads = n_threads or default_threads(path)
     n_ctx = min(n_ctx, trained_context(path) or n_ctx)  # positions past the training context are noise
-    with _quiet_llama_log():
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                     n_batch=min(512, n_ctx), verbose=False)
+    return llama_runtime.load_llama(path, repack, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                    n_batch=min(512, n_ctx))
 
 
 def trained_context(path: str) -> int | None:
@@ -53,15 +51,15 @@ def error_payload(exc: BaseException) -> dict:
             "detail": traceback.format_exc(limit=5)}
 
 
-def serve_model(conn, path: str, n_ctx: int, n_threads: int | None) -> None:
+def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str = "auto") -> None:
     """The process's main loop (the target of ModelSlot's process)."""
     logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
     try:
-        llm = load_llama(path, n_ctx, n_threads)
+        llm, settings = load_llama(path, n_ctx, n_threads, repack)
     except Exception as exc:  # reported to the parent, which keeps serving the old model
         conn.send((None, "error", {"status": 500, "message": str(exc), "type": "load_error"}))
         return
-    conn.send((None, "ready", {"n_ctx": llm.n_ctx()}))
+    conn.send((None, "ready", {"n_ctx": llm.n_ctx(), "llama_settings": settings.to_dict()}))
     backlog: collections.deque = collections.deque()
     cancelled: set = set()
 

@@ -5,7 +5,9 @@ import shutil
 import pytest
 
 from llm_assets.core.errors import ConfigError
-from llm_assets.core.evaluation import GgufGenerator, evaluate_variants, generate_gguf
+from llm_assets.core.evaluation import GgufGenerator, evaluate_gguf, evaluate_variants, generate_gguf
+from llm_assets.core.isolated import ChildCrashedError
+from llm_assets.core.llama_runtime import settings_for_this_machine
 from llm_assets.core.gguf_export import convert_to_gguf
 from llm_assets.core.pet_benchmark import generate_benchmark
 from llm_assets.core.pet_task import generate_training_rows
@@ -102,6 +104,43 @@ def test_evaluate_variants_report(ggufs, benchmark, tmp_path):
     assert gate["reason"].startswith("no variant passes (threshold 0.95, baseline 0.000): f32 0.000")
     assert progress[-1] == ("baseline", n, n)
     assert ("f32", 4, n) in progress
+    # Every file was loaded through the one loader, with the settings it decides for this machine.
+    settings = settings_for_this_machine("auto").to_dict()
+    assert [e["llama_settings"] for e in (entry, report["variants"]["copy"], report["baseline"])] == [settings] * 3
+
+
+def segfault_in_q4(on_progress, name, gguf_path, **kwargs):
+    """evaluate_one for the crash test: the real evaluation, except that variant q4 loads its GGUF, answers
+    two prompts and then dies of a real SIGSEGV (a read of address 0), as llama.cpp's AMX kernels do."""
+    if name == "q4":
+        import ctypes
+
+        with GgufGenerator(gguf_path) as generator:
+            generator.generate(kwargs["prompts"][:2], max_tokens=4)
+            on_progress(name, 2, len(kwargs["prompts"]))
+            ctypes.string_at(0)
+    return evaluate_gguf(name=name, gguf_path=gguf_path, on_progress=on_progress, **kwargs)
+
+
+def test_a_llama_cpp_crash_in_evaluation_is_an_error_naming_the_variant(ggufs, benchmark, tmp_path):
+    q4 = shutil.copy(ggufs["model"], tmp_path / "pet-q4.gguf")
+    progress = []
+    with pytest.raises(ChildCrashedError) as caught:
+        evaluate_variants({"f32": ggufs["model"], "q4": q4}, None, benchmark["prompts"][:4],
+                          benchmark["references"][:4], max_tokens=MAX_TOKENS, evaluate_one=segfault_in_q4,
+                          on_progress=lambda *a: progress.append(a))
+    message = str(caught.value)
+    assert "evaluating q4" in message and "pet-q4.gguf" in message and "killed by SIGSEGV" in message
+    assert "use_extra_bufts=" in message and "llm-assets doctor" in message
+    assert caught.value.exitcode == -11
+    assert ("f32", 4, 4) in progress and ("q4", 2, 4) in progress  # f32 finished; q4 died after its first batch
+
+
+def test_errors_inside_the_evaluation_process_arrive_intact(ggufs, benchmark):
+    with pytest.raises(ConfigError) as caught:
+        evaluate_variants({"f32": ggufs["model"]}, None, benchmark["prompts"][:2], benchmark["references"][:2],
+                          max_tokens=16)
+    assert caught.value.field == "max_tokens" and "cut off" in str(caught.value)
 
 
 def test_named_deployable_variant_fails_with_its_reason(ggufs, benchmark):

@@ -61,12 +61,14 @@ def hf_tokenizer(tiny_dir):
 
 @contextlib.contextmanager
 def llama(path, **kwargs):
-    from llama_cpp import GGML_TYPE_F32, Llama
+    from llama_cpp import GGML_TYPE_F32
+
+    from llm_assets.core.llama_runtime import load_llama
 
     # An f32 KV cache, so the f32 GGUF can be held to float32 tolerances.
     # One thread: the models are tiny, and spinning threads crawl on a busy 2-core machine.
-    llm = Llama(model_path=str(path), n_ctx=256, verbose=False, n_threads=1, n_threads_batch=1,
-                type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, **kwargs)
+    llm, _ = load_llama(path, n_ctx=256, n_threads=1, n_threads_batch=1,
+                        type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, **kwargs)
     try:
         yield llm
     finally:
@@ -133,9 +135,9 @@ def random_model(out, tokenizer_dir, config, model_cls, seed=0):
 
 @pytest.mark.parametrize("variant, file_type", [("f32", 0), ("f16", 1), ("q8_0", 7), ("q4_k_m", 15)])
 def test_every_variant_loads_in_llama_cpp(variants, hf_tokenizer, variant, file_type):
-    from llama_cpp import Llama
+    from llm_assets.core.llama_runtime import load_llama
 
-    llm = Llama(model_path=variants[variant]["path"], vocab_only=False, n_ctx=256, verbose=False, n_threads=1)
+    llm, _ = load_llama(variants[variant]["path"], n_ctx=256, n_threads=1)
     try:
         meta = llm.metadata
         assert int(meta["general.file_type"]) == file_type
@@ -395,6 +397,6 @@ def test_model_card(variants):
     assert "learning_rate: 0.0002" in card and "  r: 16" in card
     for record in (variants["f16"], variants["q4_k_m"]):
         assert record["sha256"] in card
-    assert 'model_path="pet-q4_k_m.gguf"' in card and "llama-completion -m pet-q4_k_m.gguf" in card
+    assert 'load_llama("pet-q4_k_m.gguf", n_ctx=512)' in card and "llama-completion -m pet-q4_k_m.gguf" in card
     assert "ollama create pet-bunny -f Modelfile" in card
     assert render_model_card({"name": "bare"}).count("unknown") == 3
