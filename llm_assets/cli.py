@@ -1,6 +1,7 @@
 """The `llm-assets` command line: `llm-assets registry ...` (list, show, lineage, history, promote,
-rollback) on the model registry, and `llm-assets serve` (the HTTP server, llm_assets/serving); each
-subcommand group adds itself to build_parser().
+rollback) on the model registry, `llm-assets serve` (the HTTP server, llm_assets/serving) and
+`llm-assets doctor` (does llama.cpp run here, llm_assets/doctor.py); each subcommand group adds itself
+to build_parser().
 
 Exit codes: 0 done, 1 refused or failed (e.g. a gate that did not pass, a database error),
 2 unknown model / version / alias or a usage error.
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_registry_commands(commands)
     _add_serve_command(commands)
+    _add_doctor_command(commands)
     return parser
 
 
@@ -33,6 +35,12 @@ def _add_serve_command(commands) -> None:
     from llm_assets.serving.cli_args import add_serve_command
 
     add_serve_command(commands)
+
+
+def _add_doctor_command(commands) -> None:
+    from llm_assets.doctor import add_doctor_command
+
+    add_doctor_command(commands)
 
 
 # ---- registry ------------------------------------------------------------------------------------------------
