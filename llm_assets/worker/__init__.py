@@ -26,7 +26,7 @@ from pathlib import Path
 
 from llm_assets.compute import checkpoint_sync, stages
 from llm_assets.compute.launch import (
-    ENV_FLUSH_SECONDS, ENV_S3_ENDPOINT, EXIT_FATAL, EXIT_RETRYABLE, checkpoint_prefix, check_stage, job_key,
+    ENV_FLUSH_SECONDS, ENV_S3_ENDPOINT, EXIT_FATAL, EXIT_RETRYABLE, STAGES, checkpoint_prefix, check_stage, job_key,
 )
 from llm_assets.core.artifacts import LocalArtifactStore, store_from_uri
 from llm_assets.core.failures import classify
@@ -81,17 +81,36 @@ def run_stage(stage: str, extras: dict, log) -> stages.StageOutput:
     return output
 
 
+USAGE = "usage: python -m llm_assets.worker {" + "|".join(STAGES) + "}"
+
+
+def usage() -> str:
+    """--help: what the worker is and what it reads (the module docstring), and the stages from launch.STAGES,
+    the table the backends start it with, so the list cannot drift from what it accepts."""
+    stages_text = "\n".join(f"  {stage:<11} materializes {asset}" for stage, asset in STAGES.items())
+    return f"{USAGE}\n\n{__doc__.strip()}\n\nStages:\n{stages_text}\n"
+
+
 def main(argv: list[str]) -> int:
+    # --help is answered before anything else: a person exploring the command has no Pipes context.
+    if "-h" in argv or "--help" in argv:
+        print(usage(), end="")
+        return 0
     if len(argv) != 1:
-        print("usage: python -m llm_assets.worker {training|export|evaluation}", file=sys.stderr)
+        print(f"{USAGE}\n(--help says more)", file=sys.stderr)
         return 2
     stage = argv[0]
+    if stage not in STAGES:
+        print(f"llm_assets.worker: unknown stage {stage!r}; expected one of {', '.join(STAGES)}\n{USAGE}",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         print("llm_assets.worker: DAGSTER_PIPES_CONTEXT is not set; a compute backend starts the worker "
-              "(pick one with the stage's `compute` config)", file=sys.stderr)
+              "(pick one with the stage's `compute` config); `python -m llm_assets.worker --help` says more",
+              file=sys.stderr)
         return 2
     loader, writer = pipes_io()
     if os.environ.get("RANK", "0") != "0":  # torchrun: the other ranks train, rank 0 reports

@@ -83,3 +83,23 @@ def test_worker_outside_dagster_says_how_it_is_started():
     done = subprocess.run([sys.executable, "-m", "llm_assets.worker", "training"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 2 and "DAGSTER_PIPES_CONTEXT is not set" in done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_worker_help_prints_usage_without_a_pipes_context(flag):
+    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", flag], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m llm_assets.worker {training|export|evaluation}")
+    for words in ("talking to Dagster through Pipes", "training    materializes lora_adapter",
+                  "export      materializes gguf_model", "evaluation  materializes eval_report",
+                  "DAGSTER_PIPES_CONTEXT", "LLM_ASSETS_S3_ENDPOINT_URL", "LLM_ASSETS_CHECKPOINT_DIR"):
+        assert words in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_refuses_an_unknown_stage_by_name():
+    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", "trainign"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 2 and "unknown stage 'trainign'; expected one of training, export, evaluation" \
+        in done.stderr
