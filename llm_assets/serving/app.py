@@ -22,7 +22,9 @@ from llm_assets.serving.follower import RegistryFollower
 from llm_assets.serving.generation import StreamBridge, check_max_tokens
 from llm_assets.serving.holder import BusyError, ModelHolder, NoModelError
 from llm_assets.serving.metrics import Metrics
-from llm_assets.serving.middleware import LimitsAndMetrics, validation_message
+from llm_assets.serving.middleware import (
+    SENT_CONTENT_TYPE, JsonWhateverContentType, LimitsAndMetrics, validation_message,
+)
 from llm_assets.serving.pet import decision_schema, pet_messages, pet_state
 from llm_assets.serving.schemas import ApiError, ChatRequest, CompletionRequest, PetDecideRequest
 from llm_assets.serving.slot import ModelSlot
@@ -112,6 +114,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="llm-assets serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.serve = state
+    app.add_middleware(JsonWhateverContentType)
     app.add_middleware(LimitsAndMetrics, metrics=state.metrics, max_body_bytes=config.max_body_bytes)
 
     async def authorized(request: Request) -> None:
@@ -131,6 +134,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         message, param, code = validation_message(exc.errors())
+        sent = request.scope.get(SENT_CONTENT_TYPE)
+        if code == "invalid_json" and sent:
+            message += f" (the body was sent as {sent}; this route reads it as JSON whatever the content type)"
         return JSONResponse(ApiError(400, message, param=param, code=code).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,5 +1,5 @@
-"""The ASGI layer under every route: request-size limit, latency and status metrics; and validation errors
-turned into one clear message."""
+"""The ASGI layer under every route: request-size limit, latency and status metrics, JSON bodies read as JSON
+whatever their declared type; and validation errors turned into one clear message."""
 
 from __future__ import annotations
 
@@ -12,8 +12,37 @@ ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/pet/decide", "/v1/pet/
           "/v1/admin/refresh", "/health", "/metrics")
 
 
+# Routes whose body is a JSON object, and where the content type the client declared is kept for error messages.
+JSON_ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/pet/decide")
+SENT_CONTENT_TYPE = "llm_assets.sent_content_type"
+
+
 class BodyTooLarge(Exception):
     pass
+
+
+class JsonWhateverContentType:
+    """Reads a JSON route's body as JSON whatever its Content-Type. `curl -d '{...}'` declares
+    application/x-www-form-urlencoded, and FastAPI would hand the raw bytes to the model ("Input should be a
+    valid dictionary"); these routes take nothing but JSON, so the declared type carries no information.
+    The declared type stays in the scope, so a body that is not JSON gets a 400 that names it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in JSON_ROUTES:
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            sent = next((v for k, v in scope.get("headers") or [] if k == b"content-type"), b"").decode("latin-1")
+            if not _is_json(sent):
+                scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
+                scope[SENT_CONTENT_TYPE] = sent or "no content type"
+        return await self.app(scope, receive, send)
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 class LimitsAndMetrics:
