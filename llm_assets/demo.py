@@ -1,7 +1,8 @@
 """`make demo`: materialize the whole graph on the embedded default and print a summary.
 
-The last line printed is one JSON object:
-{"strict_accuracy", "gate_passed", "gguf", "gguf_bytes", "seconds"}.
+A version that passed the gate is promoted to production when nothing is there yet (never over an existing
+production version), and the lines before the last say what was promoted and how to serve it. The last line
+printed is one JSON object: {"strict_accuracy", "gate_passed", "gguf", "gguf_bytes", "seconds"}.
 """
 
 from __future__ import annotations
@@ -41,6 +42,45 @@ def _read_manifest(store, asset: str) -> dict:
     return json.loads(store.local_path(uri).read_text(encoding="utf-8"))
 
 
+def promote_for_serving(defs, instance, run_id: str) -> list[str]:
+    """The demo runs without the daemon, so promotion_sensor never promotes its model and `llm-assets serve`
+    would have nothing to answer with: fill an empty production slot (promote_first_gated), then materialize
+    production_model through promote_job, as the sensor's promotion does, so the UI shows it with its lineage."""
+    from llm_assets.assets.registry_assets import artifact_verifier
+    from llm_assets.core.promotion import promote_first_gated
+
+    resource = defs.resources["model_registry"]
+    with resource.registry() as registry:
+        outcome = promote_first_gated(registry, resource.model_name, run_id,
+                                      verify=artifact_verifier(defs.resources["artifact_store"].store()))
+        url = registry.url
+    lines = [f"registry: {outcome.message}"] + ([f"  .venv/bin/{outcome.command}"] if outcome.command else [])
+    if outcome.promoted is not None:
+        keep = {"ops": {"production_model": {"config": {"version": 0}}}}  # 0: record production, move nothing
+        done = defs.resolve_job_def("promote_job").execute_in_process(
+            run_config=keep, instance=instance, raise_on_error=False, tags={"llm_assets/source": "make demo"})
+        if not done.success:
+            lines.append("registry: production_model was not materialized (the registry is promoted anyway): "
+                         + "; ".join(str(e.message) for e in done.all_events if e.is_failure)[:500])
+    if outcome.production is None:
+        return lines + ["nothing is in production yet, so `llm-assets serve` has nothing to serve"]
+    return lines + [f"serve {resource.model_name} v{outcome.production} with:", f"  {serve_command(url)}"]
+
+
+def serve_command(registry_url: str) -> str:
+    """The README's serve command; it names the registry only where serve, started from this folder without
+    make's DAGSTER_HOME, would not find it by itself."""
+    import shlex
+
+    from llm_assets.core.registry.engine import normalize_url
+
+    command = ".venv/bin/llm-assets serve --port 8000"
+    here = normalize_url(str(Path(".dagster_home") / "registry.db"))
+    if os.environ.get("LLM_ASSETS_REGISTRY_URL") or registry_url == here or not registry_url.startswith("sqlite"):
+        return command
+    return f"{command} --registry-url {shlex.quote(registry_url)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu_tiny", help="a configs/<name>.yaml preset (default cpu_tiny)")
@@ -50,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from jobs import load_preset
+    from llm_assets.core.registry import RegistryError
     from llm_assets.definitions import defs
 
     logging.getLogger("dagster").setLevel(logging.INFO)
@@ -69,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"run {result.run_id}: {'success' if result.success else 'FAILED'} in {seconds:.0f}s; "
           f"deployable GGUF {Path(summary['gguf']).name}; open the Dagster UI with `make dev` to see it.")
+    try:
+        lines = promote_for_serving(defs, instance, result.run_id)
+    except RegistryError as exc:  # an unreachable registry must not hide the summary below
+        lines = [f"registry: nothing promoted: {exc}"]
+    print("\n".join(lines))
     print(json.dumps(summary))
     return 0 if result.success and summary["gate_passed"] else 1
 
