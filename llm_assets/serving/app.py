@@ -231,7 +231,7 @@ def _health(state: ServerState) -> JSONResponse:
     slot, follower = state.holder.current, state.follower.status()
     serving = None if slot is None else {
         "version": slot.info.version, "sha256": slot.info.sha256, "bytes": slot.info.bytes, "uri": slot.info.uri,
-        "loaded_at": slot.loaded_at, "in_flight": slot.in_flight}
+        "loaded_at": slot.loaded_at, "in_flight": slot.in_flight, "llama_settings": slot.llama_settings}
     # Behind the alias with no swap under way means the last attempt failed: still serving, but degraded.
     stuck = slot is not None and follower["alias_version"] not in (None, slot.info.version) \
         and follower["swapping_to"] is None

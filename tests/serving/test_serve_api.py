@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from llm_assets.core import pet_task as pt
+from llm_assets.core.llama_runtime import settings_for_this_machine
 from tests.serving.conftest import MODEL, RunningServer
 
 
@@ -82,6 +83,8 @@ def test_health_and_metrics(server):
     health = server.health()
     assert health["status"] == "ok" and health["serving"]["version"] == 1
     assert health["registry"]["alias_version"] == 1 and health["registry"]["last_swap"]["smoke"]["items"] == 3
+    # The model process loaded the GGUF through the one loader, with the settings it decides here.
+    assert health["serving"]["llama_settings"] == settings_for_this_machine("auto").to_dict()
     metrics = httpx.get(server.url + "/metrics", timeout=30)
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
@@ -89,3 +92,13 @@ def test_health_and_metrics(server):
     assert 'llm_serve_model_version{model="pet-brain"} 1' in text
     assert 'llm_serve_swaps_total{result="success",stage=""} 1' in text
     assert 'llm_serve_request_seconds_bucket{endpoint="/v1/completions",le="+Inf"} 1' in text
+
+
+def test_llama_repack_setting_reaches_the_model_process(ggufs, versions, serve_config):
+    versions.promote(versions.add(ggufs["a"]))
+    with RunningServer(serve_config(llama_repack="off")) as running:
+        running.wait_serving(1)
+        settings = running.health()["serving"]["llama_settings"]
+        assert settings["use_extra_bufts"] is False and "llama_repack=off" in settings["reason"]
+        out = running.openai().completions.create(model=MODEL, prompt="hi", max_tokens=4)
+        assert out.usage.completion_tokens >= 1

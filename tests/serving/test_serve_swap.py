@@ -257,3 +257,6 @@ def test_llm_assets_serve_command(ggufs, versions, serve_config, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "llm_assets.cli", "serve", "--n-ctx", "8"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--n-ctx: Input should be greater than or equal to 16" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "llm_assets.cli", "serve", "--llama-repack", "fast"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--llama-repack" in bad.stderr and "choose one of auto, on, off" in bad.stderr
