@@ -164,3 +164,25 @@ def test_config_errors_come_before_any_generation(ggufs, benchmark, tmp_path):
         generate_gguf(missing, args[0])
     with pytest.raises(ConfigError, match="n_ctx"):
         generate_gguf(ggufs["model"], [chat("hunger 50, " * 200)])
+
+
+def test_llama_repack_setting_reaches_every_evaluation_process(ggufs, benchmark):
+    report = evaluate_variants({"f32": ggufs["model"]}, ggufs["mute"], benchmark["prompts"][:2],
+                               benchmark["references"][:2], max_tokens=MAX_TOKENS, repack="off")
+    for entry in (report["variants"]["f32"], report["baseline"]):
+        assert entry["llama_settings"] == {"use_extra_bufts": False,
+                                           "reason": "llama_repack=off: repacked layouts turned off"}
+    with pytest.raises(ConfigError, match="llama_repack='fast'"):
+        evaluate_variants({"f32": ggufs["model"]}, None, benchmark["prompts"][:2], benchmark["references"][:2],
+                          max_tokens=MAX_TOKENS, repack="fast")
+
+
+def test_eval_config_offers_the_llama_repack_setting():
+    from pydantic import ValidationError
+
+    from llm_assets.config import EvalConfig
+
+    assert EvalConfig().llama_repack == "auto" and EvalConfig(llama_repack="off").llama_repack == "off"
+    assert "AMX" in EvalConfig.model_fields["llama_repack"].description
+    with pytest.raises(ValidationError, match="llama_repack"):
+        EvalConfig(llama_repack="fast")
