@@ -51,7 +51,7 @@ def prompts(n: int) -> list[str]:
 
 def direct_tokens_per_s(gguf: Path, texts: list[str], max_tokens: int, seconds: float) -> float:
     """One Llama in this process answering the prompts one after another, as the server's worker does."""
-    from llm_assets.serving.worker import load_llama
+    from llm_assets.serving.model_process import load_llama
 
     llm, _ = load_llama(gguf, n_ctx=512, n_threads=1)
     try:

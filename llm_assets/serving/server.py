@@ -1,4 +1,4 @@
-"""Run the server: `llm-assets serve` (uvicorn, one process, one event loop, one worker thread per model)."""
+"""Run the server: `llm-assets serve` (uvicorn, one process, one event loop, one model process per loaded GGUF)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ModelSlot: one loaded GGUF, living in its own model process (worker.py).
+"""ModelSlot: one loaded GGUF, living in its own model process (model_process.py).
 
 Requests go to the process over a pipe and run there one at a time, first come first served. A request
 enters the slot (in_flight + 1) before it is sent and leaves when its answer is complete; a replaced slot
@@ -19,14 +19,14 @@ from typing import Callable
 
 from llm_assets.core.isolated import exit_description
 from llm_assets.serving.schemas import ApiError
-from llm_assets.serving.worker import serve_model
+from llm_assets.serving.model_process import serve_model
 
 log = logging.getLogger("llm_assets.serving")
 # Not fork: the server has threads (event loop, follower) that a forked child would inherit half-way. A fork
 # server is one clean process that has imported llama_cpp once; each model process forks from it, so a swap
 # does not pay (on the cores that are serving) for a fresh interpreter and its imports.
 _MP = multiprocessing.get_context("forkserver")
-_MP.set_forkserver_preload(["llm_assets.serving.worker", "llm_assets.serving.smoke", "llama_cpp"])
+_MP.set_forkserver_preload(["llm_assets.serving.model_process", "llm_assets.serving.smoke", "llama_cpp"])
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class ModelSlot:
             self._lock.notify_all()
 
     def submit(self, kind: str, params: dict, on_chunk: Callable | None = None) -> concurrent.futures.Future:
-        """Run a job (worker.JOBS, or "smoke") in the model process. The future holds the answer (None for
+        """Run a job (model_process.JOBS, or "smoke") in the model process. The future holds the answer (None for
         a stream, whose chunks go to on_chunk on the reader thread) or the error."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
