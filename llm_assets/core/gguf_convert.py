@@ -5,15 +5,14 @@ LlamaForCausalLM and MistralForCausalLM (GGUF arch "llama": q/k weights are
 permuted because HF rotates halves while llama.cpp rotates pairs) and
 Qwen2ForCausalLM (arch "qwen2": NEOX rope, attention biases, no permute).
 
-The vocabulary must tokenize in llama.cpp exactly as in transformers, so only
-byte-level BPE tokenizers whose pre-tokenizer llama.cpp reimplements are
-accepted, and the written file is checked by tokenizing sample texts with
-llama.cpp before it is moved into place.
+The vocabulary must tokenize in llama.cpp exactly as in transformers
+(gguf_vocab.py): only byte-level BPE tokenizers whose pre-tokenizer llama.cpp
+reimplements are accepted, and the written file is checked by tokenizing
+sample texts with llama.cpp before it is moved into place.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Callable
 
 from llm_assets.core.atomic import atomic_path
 from llm_assets.core.errors import ConfigError, DataFormatError, UnsupportedArchitectureError
+from llm_assets.core.gguf_vocab import add_vocab, load_tokenizer, verify_tokenization
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +33,6 @@ ARCHITECTURES = {
     "Qwen2ForCausalLM": ("qwen2", False),
 }
 FLOAT_TYPES = ("f32", "f16")
-
-# Pre-tokenizer regexes (as written in tokenizer.json) that llama.cpp
-# reimplements, with its tokenizer.ggml.pre name and the BPE `ignore_merges`
-# setting llama.cpp applies for that type.
-PRE_TOKENIZERS = {
-    # Qwen2 (and the embedded tiny model): single digits.
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+": ("qwen2", False),
-    # Llama 3: digits in groups of up to three.
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+": ("llama-bpe", True),
-}
-
-# Texts the written vocabulary must tokenize exactly as transformers does.
-# The first is llama.cpp's own pre-tokenizer fingerprint text.
-CHECK_TEXTS = (
-    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated)"
-    " ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作"
-    "1314151天～ ------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told"
-    " he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL",
-    "The bunny's hunger is 45, energy is 7 and it sees a carrot (12 m away).\n\n",
-    '{"action":"eat","target":"carrot","hunger":100}  trailing   spaces\t\ttabs\r\n',
-)
-
-
-class UnsupportedTokenizerError(UnsupportedArchitectureError):
-    """The tokenizer would tokenize differently in llama.cpp, so no GGUF is written."""
-
 
 @dataclass
 class _PlannedTensor:
@@ -85,7 +57,7 @@ def convert_to_gguf(model_dir: str | Path, out_path: str | Path, outtype: str = 
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
     arch, permute = _architecture(config, model_dir)
-    tokenizer = _load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     tensors = _plan_tensors(model_dir, config, arch, permute, outtype)
     with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
@@ -93,7 +65,7 @@ def convert_to_gguf(model_dir: str | Path, out_path: str | Path, outtype: str = 
             writer.add_name(model_dir.name)
             writer.add_file_type(gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
             _add_hparams(writer, config)
-            _add_vocab(writer, model_dir, config, tokenizer)
+            add_vocab(writer, model_dir, config, tokenizer)
             for t in tensors:
                 dtype = np.dtype(t.dtype)
                 writer.add_tensor_info(t.name, t.shape, dtype, math.prod(t.shape) * dtype.itemsize)
@@ -109,7 +81,7 @@ def convert_to_gguf(model_dir: str | Path, out_path: str | Path, outtype: str = 
         finally:
             writer.close()
         if verify_tokenizer:
-            _verify_tokenization(tmp, tokenizer, model_dir)
+            verify_tokenization(tmp, tokenizer, model_dir)
     log.info("wrote %s (%s, %d tensors)", out_path, outtype, len(tensors))
     return Path(out_path)
 
@@ -277,143 +249,3 @@ def _loader(path: Path, hf_name: str, permute_heads: int | None):
             raise DataFormatError(path, None, f"cannot read tensor {hf_name!r}: {e}") from e
         return _permute(t, permute_heads) if permute_heads else t
     return load
-
-
-# --- Vocabulary --------------------------------------------------------------
-
-def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    if not (model_dir / "tokenizer.json").is_file():
-        spm = (model_dir / "tokenizer.model").is_file()
-        hint = " (a sentencepiece tokenizer.model is not supported)" if spm else ""
-        raise UnsupportedTokenizerError(
-            f"{model_dir}: no tokenizer.json{hint}; only byte-level BPE tokenizers convert")
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
-def pre_tokenizer_type(tokenizer_json: dict, where: str = "tokenizer.json") -> str:
-    """llama.cpp's tokenizer.ggml.pre for a byte-level BPE tokenizer.json, or UnsupportedTokenizerError."""
-    model = tokenizer_json.get("model") or {}
-    decoder = tokenizer_json.get("decoder") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
-        raise UnsupportedTokenizerError(
-            f"{where}: model {model.get('type')!r} with decoder {decoder.get('type')!r} is not a byte-level BPE "
-            "tokenizer; only byte-level BPE (GPT-2 style) tokenizers convert")
-    normalizer = tokenizer_json.get("normalizer")
-    if normalizer is not None and normalizer.get("type") != "NFC":
-        raise UnsupportedTokenizerError(
-            f"{where}: normalizer {normalizer.get('type')!r} has no llama.cpp equivalent")
-    pre = tokenizer_json.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    kinds = [s.get("type") for s in steps]
-    if kinds != ["Split", "ByteLevel"]:
-        raise UnsupportedTokenizerError(f"{where}: pre-tokenizer steps {kinds} are not Split(regex) + ByteLevel")
-    split, byte_level = steps
-    regex = (split.get("pattern") or {}).get("Regex")
-    if (split.get("behavior") != "Isolated" or split.get("invert") or byte_level.get("add_prefix_space")
-            or byte_level.get("use_regex", True)):
-        raise UnsupportedTokenizerError(f"{where}: pre-tokenizer options {steps} have no llama.cpp equivalent")
-    if regex not in PRE_TOKENIZERS:
-        raise UnsupportedTokenizerError(
-            f"{where}: pre-tokenizer regex {regex!r} is not one llama.cpp implements "
-            f"(known: {', '.join(n for n, _ in PRE_TOKENIZERS.values())}); a GGUF would tokenize differently")
-    name, ignore_merges = PRE_TOKENIZERS[regex]
-    if bool(model.get("ignore_merges", False)) != ignore_merges:
-        raise UnsupportedTokenizerError(f"{where}: ignore_merges={model.get('ignore_merges')} but llama.cpp's "
-                                        f"{name!r} pre-tokenizer assumes {ignore_merges}")
-    return name
-
-
-def _add_vocab(writer, model_dir: Path, config: dict, tokenizer) -> None:
-    import gguf
-
-    path = model_dir / "tokenizer.json"
-    pre = pre_tokenizer_type(json.loads(path.read_text(encoding="utf-8")), str(path))
-    vocab_size = config["vocab_size"]
-    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
-    if max(by_id) >= vocab_size:
-        raise DataFormatError(path, None, f"token id {max(by_id)} is beyond the model's vocab_size {vocab_size}")
-    added = tokenizer.added_tokens_decoder  # id -> AddedToken
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in by_id:  # embedding rows the tokenizer never produces
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            # llama.cpp splits CONTROL tokens out of text only when asked to parse
-            # specials, USER_DEFINED ones always: the same as HF special/plain added tokens.
-            tokens.append(added[i].content)
-            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
-    for kind in ("bos", "eos", "unk", "pad"):
-        tid = getattr(tokenizer, f"{kind}_token_id", None)
-        if isinstance(tid, int):
-            special.special_token_ids[kind] = tid
-    add_bos, add_eos = _added_special_tokens(tokenizer)
-    special.add_special_token["bos"], special.add_special_token["eos"] = add_bos, add_eos
-    if isinstance(tokenizer.chat_template, str):
-        special.chat_template = tokenizer.chat_template
-    special.add_to_gguf(writer, quiet=True)
-
-
-def _added_special_tokens(tokenizer) -> tuple[bool, bool]:
-    """Whether HF puts BOS / EOS around encoded text, observed rather than read from config."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    add_bos = bos is not None and full[:1] == [bos] and full[1:2] == plain[:1]
-    add_eos = eos is not None and full[-1:] == [eos] and len(full) > len(plain) + add_bos
-    if full != [bos] * add_bos + plain + [eos] * add_eos:
-        raise UnsupportedTokenizerError(
-            f"the tokenizer turns {plain} into {full}; GGUF can only say 'add BOS' and 'add EOS'")
-    return bool(add_bos), bool(add_eos)
-
-
-def _verify_tokenization(gguf_path: Path, tokenizer, model_dir: Path) -> None:
-    specials = "".join(t.content for t in tokenizer.added_tokens_decoder.values())
-    with _llama_cpp_vocab(gguf_path) as vocab:
-        for text in (*CHECK_TEXTS, specials + CHECK_TEXTS[1] + specials):
-            want = tokenizer(text, add_special_tokens=False)["input_ids"]
-            got = _llama_cpp_tokenize(vocab, text)
-            if got != want:
-                k = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-                raise UnsupportedTokenizerError(
-                    f"{model_dir}: llama.cpp would tokenize differently from transformers (in {text[:40]!r}..., "
-                    f"at token {k}: llama.cpp {got[k:k + 6]}, transformers {want[k:k + 6]} = "
-                    f"{tokenizer.decode(want[k:k + 6])!r}); not writing the GGUF")
-
-
-@contextlib.contextmanager
-def _llama_cpp_vocab(gguf_path: Path):
-    """llama.cpp's vocabulary from a GGUF, loaded alone (no weights, no context)."""
-    from llm_assets.core.llama_runtime import load_model
-
-    try:
-        model, _ = load_model(gguf_path, vocab_only=True)
-    except ValueError as exc:  # llama-cpp-python's word for a file llama.cpp refused
-        raise DataFormatError(gguf_path, None, f"llama.cpp cannot load the GGUF just written: {exc}") from exc
-    try:
-        yield model.vocab
-    finally:
-        model.close()
-
-
-def _llama_cpp_tokenize(vocab, text: str) -> list[int]:
-    import llama_cpp
-
-    data = text.encode("utf-8")
-    room = len(data) + 1  # no special tokens are added, and every token covers at least one byte
-    buf = (llama_cpp.llama_token * room)()
-    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, room, False, True)
-    if n < 0:
-        raise UnsupportedTokenizerError(f"llama.cpp needed {-n} tokens for {len(data)} bytes")
-    return list(buf[:n])

@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 
 from llm_assets.core.atomic import atomic_dir, atomic_path, write_text
 from llm_assets.core.errors import ConfigError, DataFormatError, PipelineError
-from llm_assets.core.gguf_convert import FLOAT_TYPES, UnsupportedTokenizerError, convert_to_gguf
+from llm_assets.core.gguf_convert import FLOAT_TYPES, convert_to_gguf
+from llm_assets.core.gguf_vocab import UnsupportedTokenizerError
 
 __all__ = [
     "CHAT_FORMATS", "FLOAT_TYPES", "QUANTIZATIONS", "UnsupportedTokenizerError", "convert_to_gguf",
