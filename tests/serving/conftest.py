@@ -137,3 +137,12 @@ def copy_of(tmp_path):
     def copy(path, name):
         return shutil.copy(path, tmp_path / name)
     return copy
+
+
+@pytest.fixture
+def server(ggufs, versions, serve_config):
+    """A running server whose production alias points at v1 (ggufs["a"]), already serving it."""
+    versions.promote(versions.add(ggufs["a"]))
+    with RunningServer(serve_config()) as running:
+        running.wait_serving(1)
+        yield running

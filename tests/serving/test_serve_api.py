@@ -3,20 +3,10 @@
 import json
 
 import httpx
-import openai
-import pytest
 
 from llm_assets.core import pet_task as pt
 from llm_assets.core.llama_runtime import settings_for_this_machine
 from tests.serving.conftest import MODEL, RunningServer
-
-
-@pytest.fixture
-def server(ggufs, versions, serve_config):
-    versions.promote(versions.add(ggufs["a"]))
-    with RunningServer(serve_config()) as running:
-        running.wait_serving(1)
-        yield running
 
 
 def test_completion_chat_and_models_through_openai_client(server):

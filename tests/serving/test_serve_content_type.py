@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from llm_assets.core import pet_task as pt
-from tests.serving.conftest import MODEL, RunningServer
+from tests.serving.conftest import MODEL
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -23,14 +23,6 @@ def readme_curl_command() -> list[str]:
     start = next(i for i, line in enumerate(lines) if line.startswith("curl -s localhost:8000/v1/pet/decide"))
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
     return shlex.split("\n".join(lines[start:end]), comments=True)
-
-
-@pytest.fixture
-def server(ggufs, versions, serve_config):
-    versions.promote(versions.add(ggufs["a"]))
-    with RunningServer(serve_config()) as running:
-        running.wait_serving(1)
-        yield running
 
 
 def assert_decision(status: int, body: dict) -> None:
