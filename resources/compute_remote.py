@@ -153,12 +153,13 @@ class RemoteComputeBackend(ComputeBackend):
     def _launch(self, context, request: StageRequest, store, key: str, prefix: str, session) -> JobRecord:
         resource = request.artifact_store
         key_id, secret = _resolved(resource.aws_access_key_id), _resolved(resource.aws_secret_access_key)
-        if not (key_id and secret):
-            credentials = store.client._request_signer._credentials  # boto3's chain, as the store resolved it
-            key_id, secret = (credentials.access_key, credentials.secret_key) if credentials else (None, None)
+        token = None
+        if not (key_id and secret):  # boto3's chain (environment, profile, instance role), as the store resolved it
+            key_id, secret, token = store.resolved_credentials()
         env = {**session.get_bootstrap_env_vars(), **worker_environment(
             s3_endpoint_url=store.endpoint_url, aws_region=store.region_name, aws_access_key_id=key_id,
-            aws_secret_access_key=secret, flush_seconds=self.message_flush_seconds, extra=self.worker_env)}
+            aws_secret_access_key=secret, aws_session_token=token, flush_seconds=self.message_flush_seconds,
+            extra=self.worker_env)}
         spec = LaunchSpec(stage=request.stage, command=self.command(request.stage, self.python_executable()),
                           env=env, job_key=key, run_id=context.run.run_id, gpus=self.gpus)
         job = self.launch(context, spec)

@@ -115,7 +115,8 @@ def new_messages_prefix(root_prefix: str, key: str) -> str:
 
 def worker_environment(*, s3_endpoint_url: Optional[str], aws_region: Optional[str],
                        aws_access_key_id: Optional[str], aws_secret_access_key: Optional[str],
-                       flush_seconds: float, extra: Optional[dict] = None) -> dict[str, str]:
+                       flush_seconds: float, extra: Optional[dict] = None,
+                       aws_session_token: Optional[str] = None) -> dict[str, str]:
     """What a remote machine needs besides the Pipes variables: the store's endpoint and credentials.
 
     The result holds secrets: hand it to the provider's secret/env mechanism, never log it.
@@ -123,7 +124,8 @@ def worker_environment(*, s3_endpoint_url: Optional[str], aws_region: Optional[s
     env = {ENV_FLUSH_SECONDS: str(flush_seconds), "PYTHONUNBUFFERED": "1"}
     for name, value in ((ENV_S3_ENDPOINT, s3_endpoint_url), ("AWS_REGION", aws_region),
                         ("AWS_DEFAULT_REGION", aws_region), ("AWS_ACCESS_KEY_ID", aws_access_key_id),
-                        ("AWS_SECRET_ACCESS_KEY", aws_secret_access_key)):
+                        ("AWS_SECRET_ACCESS_KEY", aws_secret_access_key),
+                        ("AWS_SESSION_TOKEN", aws_session_token)):  # temporary credentials (a role) need it
         if value:
             env[name] = value
     env.update({k: str(v) for k, v in (extra or {}).items()})

@@ -33,7 +33,7 @@ class S3ArtifactStore(ArtifactStore):
         self.endpoint_url, self.region_name = endpoint_url, region_name
         self._access_key_id, self._secret_access_key = aws_access_key_id, aws_secret_access_key
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
-        self._client = None
+        self._client = self._session = None
 
     def __repr__(self) -> str:
         return (f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r}, "
@@ -46,13 +46,25 @@ class S3ArtifactStore(ArtifactStore):
             from botocore.config import Config
 
             connect, read, attempts = self._timeouts
-            session = boto3.session.Session(aws_access_key_id=self._access_key_id,
-                                            aws_secret_access_key=self._secret_access_key,
-                                            region_name=self.region_name)
-            self._client = session.client("s3", endpoint_url=self.endpoint_url, config=Config(
+            self._session = boto3.session.Session(aws_access_key_id=self._access_key_id,
+                                                  aws_secret_access_key=self._secret_access_key,
+                                                  region_name=self.region_name)
+            self._client = self._session.client("s3", endpoint_url=self.endpoint_url, config=Config(
                 connect_timeout=connect, read_timeout=read,
                 retries={"max_attempts": attempts, "mode": "standard"}))
         return self._client
+
+    def resolved_credentials(self) -> tuple[str | None, str | None, str | None]:
+        """(key id, secret, session token) as boto3's chain resolved them for this store (Nones: none found).
+
+        What a worker on another machine needs to reach the same store; secrets, so never log them.
+        """
+        self.client  # noqa: B018 - makes the session
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            return None, None, None
+        frozen = credentials.get_frozen_credentials()
+        return frozen.access_key, frozen.secret_key, frozen.token
 
     def _object_key(self, key: str) -> str:
         key = validate_key(key)

@@ -66,6 +66,24 @@ def test_worker_environment_carries_store_endpoint_and_credentials_only_when_set
                              aws_secret_access_key="SK", flush_seconds=2, extra={"HF_HUB_OFFLINE": 1})
     assert env["LLM_ASSETS_S3_ENDPOINT_URL"] == "http://127.0.0.1:9" and env["AWS_SECRET_ACCESS_KEY"] == "SK"
     assert "AWS_REGION" not in env and env["HF_HUB_OFFLINE"] == "1" and env["LLM_ASSETS_PIPES_FLUSH_SECONDS"] == "2"
+    assert "AWS_SESSION_TOKEN" not in env
+    temporary = worker_environment(s3_endpoint_url=None, aws_region="eu-west-1", aws_access_key_id="ASIA",
+                                   aws_secret_access_key="SK", aws_session_token="TOKEN", flush_seconds=2)
+    assert temporary["AWS_SESSION_TOKEN"] == "TOKEN" and temporary["AWS_DEFAULT_REGION"] == "eu-west-1"
+
+
+def test_the_worker_gets_the_credentials_the_store_resolved_through_boto3s_public_api(monkeypatch):
+    from llm_assets.core.artifacts_s3 import S3ArtifactStore
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-token")  # a role's temporary credentials
+    store = S3ArtifactStore("bucket", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    assert store.resolved_credentials() == ("ASIAENV", "env-secret", "env-token")
+    explicit = S3ArtifactStore("bucket", region_name="us-east-1", aws_access_key_id="AKIA",
+                               aws_secret_access_key="given")
+    assert explicit.resolved_credentials()[:2] == ("AKIA", "given")
+    assert "env-secret" not in repr(store) and "given" not in repr(explicit)
 
 
 def test_exit_codes_and_pod_failures_map_onto_the_failure_classification():
