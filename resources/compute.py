@@ -53,8 +53,8 @@ import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.cost import CostMeter
-from llm_assets.compute.launch import EXIT_RETRYABLE, STAGES, check_stage, worker_command
-from llm_assets.core.failures import BootstrapError, PreemptedError, RetryableError, classify
+from llm_assets.compute.launch import STAGES, check_stage, worker_command
+from llm_assets.core.failures import BootstrapError, RetryableError, classify, error_from_exit
 from resources.artifact_store import ArtifactStoreResource, _resolved
 
 IN_PROCESS = "in_process"
@@ -161,20 +161,24 @@ class ComputeBackend(dg.ConfigurableResource):
         price = self.hourly_price_usd if hourly_price_usd is None else hourly_price_usd
         return CostMeter(self.backend_name, price, self.max_cost_usd, started_at or time.time())
 
-    def raise_classified(self, context, exc: BaseException) -> None:
-        """Fatal -> dg.Failure that Dagster will not retry, its description the verdict's headline;
-        retryable -> a llm_assets.core.failures RetryableError, which the asset's RetryPolicy retries."""
-        verdict = classify(exc)
-        if verdict.retryable:
-            context.log.warning(f"{self.backend_name}: {verdict.headline}")
-            if isinstance(exc, RetryableError):
-                raise exc
-            retryable = RetryableError(verdict.message)
-            retryable.reason = verdict.reason
-            raise retryable from exc
-        context.log.error(f"{self.backend_name}: {verdict.headline}")
-        raise dg.Failure(description=verdict.headline, allow_retries=False,
-                         metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}) from exc
+
+
+def raise_with_verdict(exc: BaseException, log=None, source: str = "") -> None:
+    """The one place a failure becomes Dagster's verdict (llm_assets.core.failures.classify decides).
+
+    Retryable: logged and raised as it is, for the step's RetryPolicy. Fatal: dg.Failure that Dagster will
+    not retry, its description the verdict's headline, with the class and reason as metadata.
+    """
+    verdict = classify(exc)
+    prefix = f"{source}: " if source else ""
+    if verdict.retryable:
+        if log is not None:
+            log.warning(f"{prefix}{verdict.headline}; retrying per the step's RetryPolicy")
+        raise exc
+    if log is not None:
+        log.error(prefix + verdict.headline)
+    raise dg.Failure(description=verdict.headline, allow_retries=False,
+                     metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}) from exc
 
 
 class ComputeBackends:
@@ -263,8 +267,8 @@ class LocalProcessBackend(ComputeBackend):
             invocation = client.run(context=context, command=self.command(request.stage, sys.executable),
                                     extras=request.extras(context.run.run_id))
         except dg.DagsterPipesExecutionError as exc:
-            self.raise_classified(context, error_from_exit_code(exit_code_of(str(exc)), str(exc)))
-            raise
+            raise_with_verdict(error_from_exit(exit_code_of(str(exc)), "the worker", f": {exc}"), context.log,
+                               self.backend_name)
         return result_from_pipes(invocation.get_results(implicit_materializations=False), context, meter,
                                  request.training_examples)
 
@@ -274,12 +278,3 @@ def exit_code_of(message: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def error_from_exit_code(code: Optional[int], message: str) -> BaseException:
-    """The worker's exit status as a classifiable error (see EXIT_RETRYABLE in llm_assets.compute.launch)."""
-    if code is not None and code < 0:
-        return PreemptedError(f"worker killed by signal {-code}: {message}")
-    if code == EXIT_RETRYABLE:
-        return RetryableError(f"worker reported a retryable failure: {message}")
-    from llm_assets.core.errors import PipelineError
-
-    return PipelineError(f"worker failed (exit code {code}): {message}")

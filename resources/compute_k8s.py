@@ -8,19 +8,22 @@ never from the pod spec in clear. The pod is deleted when the step ends, however
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.cost import BudgetExceededError
-from llm_assets.compute.launch import ENV_S3_ENDPOINT, EXIT_RETRYABLE
+from llm_assets.compute.launch import ENV_S3_ENDPOINT
 from llm_assets.core.errors import PipelineError
 from llm_assets.core.failures import (
-    BootstrapError, OutOfMemoryError, PreemptedError, ProviderQueueFullError, RetryableError,
+    BootstrapError, OutOfMemoryError, PreemptedError, ProviderQueueFullError, RetryableError, error_from_exit,
 )
 from resources.artifact_store import _resolved
-from resources.compute import ComputeBackend, StageRequest, StageResult, resolve_secret, result_from_pipes
+from resources.compute import (
+    ComputeBackend, StageRequest, StageResult, raise_with_verdict, resolve_secret, result_from_pipes,
+)
 
 WORKER_CONTAINER = "worker"
 
@@ -59,9 +62,13 @@ def worker_pod_spec(*, image: str, command: list[str], gpus: int = 0, gpu_resour
 
 
 def pod_failure(exc: BaseException) -> BaseException:
-    """A pod's failure as a llm_assets.core.failures class: what a retry can fix, and what it cannot."""
+    """A pod's failure as a llm_assets.core.failures class: what a retry can fix, and what it cannot.
+
+    The worker's own verdict (its log headline) wins; then what Kubernetes says about the pod; then the
+    container's exit status, read the way every backend reads it (error_from_exit).
+    """
     text = str(exc)
-    if f"exit code {EXIT_RETRYABLE}" in text or "RETRYABLE (" in text:
+    if "RETRYABLE (" in text:
         return RetryableError(f"worker reported a retryable failure: {text[:500]}")
     if "FATAL (" in text:
         return PipelineError(f"worker failed: {text[:500]}")
@@ -74,7 +81,8 @@ def pod_failure(exc: BaseException) -> BaseException:
         return ProviderQueueFullError(f"no node could take the worker pod (GPUs busy?): {text[:300]}")
     if "unexpectedly killed" in text or "Evicted" in text or "preempt" in text.lower():
         return PreemptedError(f"the worker pod was lost: {text[:300]}")
-    return exc
+    code = re.search(r"exit code (-?\d+)", text)
+    return (error_from_exit(int(code.group(1)), "the worker pod", f": {text[:300]}") if code else None) or exc
 
 
 class K8sBackend(ComputeBackend):
@@ -141,7 +149,6 @@ class K8sBackend(ComputeBackend):
         except Exception as exc:
             if cap_seconds is not None and meter.seconds() >= cap_seconds:
                 exc = BudgetExceededError(meter.cost(), self.max_cost_usd, self.backend_name)
-            self.raise_classified(context, pod_failure(exc))
-            raise
+            raise_with_verdict(pod_failure(exc), context.log, self.backend_name)
         return result_from_pipes(invocation.get_results(implicit_materializations=False), context, meter,
                                  request.training_examples)

@@ -28,13 +28,13 @@ from dagster_aws.pipes import PipesS3MessageReader
 from pydantic import Field
 
 from llm_assets.compute.cost import CostMeter
-from llm_assets.compute.launch import EXIT_RETRYABLE, JobRecord, job_key, new_messages_prefix, worker_environment
-from llm_assets.core.errors import ConfigError, PipelineError
-from llm_assets.core.failures import BootstrapError, PreemptedError, RetryableError
+from llm_assets.compute.launch import JobRecord, job_key, new_messages_prefix, worker_environment
+from llm_assets.core.errors import ConfigError
+from llm_assets.core.failures import BootstrapError, PreemptedError, error_from_exit
 from resources.artifact_store import _resolved
 from resources.compute import (
     ComputeBackend, JobStatus, LaunchedJob, LaunchSpec, StageRequest, StageResult, as_classifiable,
-    failure_reported, result_from_pipes,
+    failure_reported, raise_with_verdict, result_from_pipes,
 )
 
 
@@ -100,8 +100,7 @@ class RemoteComputeBackend(ComputeBackend):
         except dg.Failure:
             raise
         except Exception as exc:  # BaseException (cancellation) passes through untouched
-            self.raise_classified(context, as_classifiable(exc))
-            raise
+            raise_with_verdict(as_classifiable(exc), context.log, self.backend_name)
 
     def _run(self, context, request: StageRequest) -> StageResult:
         store = s3_store_of(request)
@@ -235,13 +234,8 @@ class DetachedProcessBackend(RemoteComputeBackend):
         code = process.poll()
         if code is None:
             return JobStatus("running")
-        if code == 0:
-            return JobStatus("succeeded")
-        if code < 0:
-            return JobStatus("failed", PreemptedError(f"worker process {job_id} killed by signal {-code}"))
-        if code == EXIT_RETRYABLE:
-            return JobStatus("failed", RetryableError(f"worker process {job_id} exited {code} (retryable)"))
-        return JobStatus("failed", PipelineError(f"worker process {job_id} exited {code}"))
+        error = error_from_exit(code, f"worker process {job_id}")
+        return JobStatus("failed", error) if error else JobStatus("succeeded")
 
     def terminate(self, job_id: str) -> None:
         pid = int(job_id)

@@ -22,7 +22,7 @@ import functools
 
 import dagster as dg
 
-from llm_assets.core.failures import classify
+from resources.compute import raise_with_verdict
 
 COMPUTE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL,
                                       jitter=dg.Jitter.PLUS_MINUS)
@@ -38,18 +38,8 @@ def fail_fast(fn):
         except dg.Failure:
             raise
         except Exception as exc:
-            verdict = classify(exc)
             context = args[0] if args else kwargs.get("context")
-            log = getattr(context, "log", None)
-            if verdict.retryable:
-                if log is not None:
-                    log.warning(f"{verdict.headline}; retrying per the step's RetryPolicy")
-                raise
-            if log is not None:
-                log.error(verdict.headline)
-            raise dg.Failure(description=verdict.headline, allow_retries=False,
-                             metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}
-                             ) from exc
+            raise_with_verdict(exc, getattr(context, "log", None))
 
     return wrapper
 

@@ -31,9 +31,6 @@ ENV_S3_ENDPOINT = "LLM_ASSETS_S3_ENDPOINT_URL"   # S3-compatible endpoint of the
 ENV_FLUSH_SECONDS = "LLM_ASSETS_PIPES_FLUSH_SECONDS"  # how often the worker uploads message chunks
 ENV_CHECKPOINT_DIR = "LLM_ASSETS_CHECKPOINT_DIR"  # local scratch for checkpoints on the machine
 JOB_STATES = ("running", "finished")
-# The worker's exit status carries its verdict where a backend sees no Pipes message (75 = EX_TEMPFAIL).
-EXIT_RETRYABLE = 75
-EXIT_FATAL = 1
 
 
 def check_stage(stage: str) -> str:

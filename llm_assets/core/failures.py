@@ -7,6 +7,9 @@ Public API (stable; compute backends map provider errors onto it):
   ``message`` one line naming the cause, ``headline`` the line to put at the top
   of a run's log.
 - ``is_retryable(exc) -> bool``: shorthand for ``classify(exc).retryable``.
+- ``exit_status(verdict)`` / ``error_from_exit(code, who)``: a worker's verdict as
+  its exit status (75 retryable, 1 fatal) and back, the one mapping every
+  backend uses where it sees an exit status instead of a Pipes message.
 - Exception classes to raise (or to wrap a provider's errors in) when the cause
   is known. Retryable: ``TransientNetworkError``, ``ProviderUnavailableError``
   (5xx, throttling), ``ProviderQueueFullError`` (no capacity / queue full),
@@ -44,6 +47,7 @@ would otherwise have to be imported.
 from __future__ import annotations
 
 import enum
+import signal
 from dataclasses import dataclass
 
 from llm_assets.core.errors import (
@@ -219,3 +223,29 @@ def classify(exc: BaseException, *, config_changed: bool = False) -> Classificat
 
 def is_retryable(exc: BaseException, *, config_changed: bool = False) -> bool:
     return classify(exc, config_changed=config_changed).retryable
+
+
+# The worker's exit status carries its verdict where a backend sees no Pipes message (75 = EX_TEMPFAIL).
+EXIT_RETRYABLE = 75
+EXIT_FATAL = 1
+
+
+def exit_status(verdict: Classification) -> int:
+    """The exit status a worker ends with after a failure: what error_from_exit reads back."""
+    return EXIT_RETRYABLE if verdict.retryable else EXIT_FATAL
+
+
+def error_from_exit(code: int | None, who: str, detail: str = "") -> BaseException | None:
+    """A worker's exit status as a classifiable error (None for 0): killed by a signal (the OOM killer, a
+    lost machine) and EXIT_RETRYABLE are retryable, any other status fatal."""
+    if code == 0:
+        return None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return PreemptedError(f"{who} was killed by {name}{detail}")
+    if code == EXIT_RETRYABLE:
+        return RetryableError(f"{who} exited {code}, a retryable failure{detail}")
+    return PipelineError(f"{who} exited {code if code is not None else 'without an exit status'}{detail}")

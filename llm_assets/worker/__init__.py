@@ -26,10 +26,10 @@ from pathlib import Path
 
 from llm_assets.compute import checkpoint_sync, stages
 from llm_assets.compute.launch import (
-    ENV_FLUSH_SECONDS, ENV_S3_ENDPOINT, EXIT_FATAL, EXIT_RETRYABLE, STAGES, checkpoint_prefix, check_stage, job_key,
+    ENV_FLUSH_SECONDS, ENV_S3_ENDPOINT, STAGES, checkpoint_prefix, check_stage, job_key,
 )
 from llm_assets.core.artifacts import LocalArtifactStore, store_from_uri
-from llm_assets.core.failures import classify
+from llm_assets.core.failures import classify, exit_status
 
 
 def _s3_client():
@@ -141,4 +141,4 @@ def entry(argv: list[str]) -> int:
     except Exception as exc:
         verdict = classify(exc)
         print(verdict.headline, file=sys.stderr)
-        return EXIT_RETRYABLE if verdict.retryable else EXIT_FATAL
+        return exit_status(verdict)

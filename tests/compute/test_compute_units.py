@@ -6,10 +6,12 @@ import sys
 import pytest
 
 from llm_assets.compute.cost import BudgetExceededError, CostMeter
-from llm_assets.compute.launch import EXIT_RETRYABLE, job_key, worker_command, worker_environment
+from llm_assets.compute.launch import job_key, worker_command, worker_environment
 from llm_assets.core.errors import ConfigError
-from llm_assets.core.failures import classify
-from resources.compute import ComputeBackends, LocalProcessBackend, error_from_exit_code, exit_code_of
+from llm_assets.core.failures import (
+    EXIT_FATAL, EXIT_RETRYABLE, TransientNetworkError, classify, error_from_exit, exit_status,
+)
+from resources.compute import ComputeBackends, LocalProcessBackend, exit_code_of
 from resources.compute_k8s import K8sBackend, pod_failure
 from resources.compute_remote import DetachedProcessBackend
 
@@ -88,9 +90,15 @@ def test_the_worker_gets_the_credentials_the_store_resolved_through_boto3s_publi
 
 def test_exit_codes_and_pod_failures_map_onto_the_failure_classification():
     assert exit_code_of("External execution process failed with code -9") == -9
-    assert classify(error_from_exit_code(-9, "x")).reason == "preemption"
-    assert classify(error_from_exit_code(EXIT_RETRYABLE, "x")).retryable
-    assert not classify(error_from_exit_code(1, "x")).retryable
+    assert error_from_exit(0, "worker") is None
+    assert classify(error_from_exit(-9, "worker")).reason == "preemption"
+    assert "killed by SIGKILL" in str(error_from_exit(-9, "worker"))
+    assert classify(error_from_exit(EXIT_RETRYABLE, "worker")).retryable
+    assert not classify(error_from_exit(1, "worker")).retryable
+    assert exit_status(classify(TransientNetworkError("x"))) == EXIT_RETRYABLE
+    assert exit_status(classify(ValueError("x"))) == EXIT_FATAL
+    assert classify(pod_failure(Exception("Terminated with exit code 75"))).retryable
+    assert classify(pod_failure(Exception("Terminated with exit code 1"))).reason == "unclassified"
     assert classify(pod_failure(Exception('Failed: Reason="ImagePullBackOff" Message="x"'))).reason == "bootstrap"
     assert classify(pod_failure(Exception("Timed out while waiting for pod to become ready"))).reason == "queue_full"
     assert classify(pod_failure(Exception('Pod "p" was unexpectedly killed'))).reason == "preemption"
