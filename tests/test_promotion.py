@@ -77,7 +77,7 @@ def _train(root, seed):
     config["ops"]["eval_report"]["config"].update({"threshold": 0.0, "evaluate_baseline": False})
     result = dg.materialize(TRAINING + PIPELINE_CHECKS, resources=resources_for(root), run_config=config)
     assert result.success
-    return json.loads((root / "manifests" / "training_dataset.json").read_text())["sha256"][:16]
+    return result.asset_materializations_for_node("training_dataset")[0].metadata["sha256"].value[:16]
 
 
 def _promote_by_sensor(root, cursor):

@@ -47,25 +47,34 @@ def pipeline_resources(store, backends: dict) -> dict:
             "compute_backends": ComputeBackends(backends)}
 
 
-def materialize_upstream(store) -> None:
+def materialize_upstream(store, instance: dg.DagsterInstance) -> None:
+    """The tiny data and base model, materialized in `instance`: a later run there loads them as its inputs."""
     from llm_assets.assets import PIPELINE_ASSETS
 
     config = {"ops": {"raw_dataset": {"config": {"source": "embedded:pet", "num_examples": 120}},
                       "eval_benchmark": {"config": {"examples_per_category": 4}},
                       "base_model": {"config": TINY_BASE}}}
     result = dg.materialize([a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM],
-                            resources=pipeline_resources(store, {}), run_config=config)
+                            resources=pipeline_resources(store, {}), run_config=config, instance=instance)
     assert result.success
 
 
-def materialize_stage(store, backends: dict, asset: str = "lora_adapter", instance=None, **config):
-    """Materialize one stage whose upstream manifests are already in the store."""
+def materialize_stage(store, backends: dict, asset: str = "lora_adapter", *, instance: dg.DagsterInstance,
+                      **config):
+    """Materialize one stage whose upstream assets `instance` has materialized (materialize_upstream)."""
     from llm_assets.assets import PIPELINE_ASSETS
 
     needed = [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + ["lora_adapter", asset]]
     return dg.materialize(needed, selection=[asset], resources=pipeline_resources(store, backends),
                           run_config={"ops": {asset: {"config": config}}}, instance=instance,
                           raise_on_error=False)
+
+
+def upstream_manifest(store, instance: dg.DagsterInstance, asset: str) -> dict:
+    """The manifest a stage run in `instance` loads for `asset`: its latest materialization's."""
+    from resources.manifest_io_manager import materialized_manifest_key, read_manifest
+
+    return read_manifest(store.store(), materialized_manifest_key(instance, dg.AssetKey(asset)))
 
 
 def log_lines(instance, run_id: str) -> list[str]:

@@ -61,8 +61,10 @@ def test_live_cluster_runs_the_worker_pod(tmp_path):
 
     store = ArtifactStoreResource(root=os.environ["LLM_ASSETS_TEST_K8S_S3_ROOT"],
                                   s3_endpoint_url=os.environ.get("LLM_ASSETS_TEST_K8S_S3_ENDPOINT"))
-    materialize_upstream(store)
+    instance = dg.DagsterInstance.ephemeral()  # the stage run loads the upstream this run materialized in it
+    materialize_upstream(store, instance)
     backend = K8sBackend(image=image, namespace=os.environ.get("LLM_ASSETS_TEST_K8S_NAMESPACE"),
                          env_from_secrets=[s for s in [os.environ.get("LLM_ASSETS_TEST_K8S_S3_SECRET")] if s])
-    result = materialize_stage(store, {"kubernetes": backend}, compute="kubernetes", **TRAINING_CONFIG)
+    result = materialize_stage(store, {"kubernetes": backend}, instance=instance, compute="kubernetes",
+                               **TRAINING_CONFIG)
     assert result.success

@@ -24,6 +24,7 @@ from resources.compute import ComputeBackends, LocalProcessBackend
 from resources.compute_remote import DetachedProcessBackend, _alive
 from tests.compute.conftest import (
     TRAINING_CONFIG, UPSTREAM, log_lines, materialize_stage, materialize_upstream, s3_store_resource,
+    upstream_manifest,
 )
 from tests.pipeline_configs import resources_for
 
@@ -32,9 +33,17 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_O
 
 
 @pytest.fixture(scope="module")
-def s3_store(s3_endpoint):
+def s3_instance(tmp_path_factory):
+    """One persistent instance for the module: its stage runs load the upstream that s3_store materialized, and
+    the restarted-orchestrator test's subprocess opens it too."""
+    with dg.instance_for_test(set_dagster_home=False, temp_dir=str(tmp_path_factory.mktemp("dagster"))) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def s3_store(s3_endpoint, s3_instance):
     store = s3_store_resource(s3_endpoint, "compute-stages")
-    materialize_upstream(store)
+    materialize_upstream(store, s3_instance)
     return store
 
 
@@ -42,18 +51,8 @@ def detached(**fields) -> DetachedProcessBackend:
     return DetachedProcessBackend(worker_env=WORKER_ENV, **fields)
 
 
-def manifest_of(store, asset: str) -> dict:
-    from llm_assets.assets.common import fetch  # noqa: F401  (same loader the IO manager uses)
-    import tempfile
-    from pathlib import Path
-
-    s = store.store()
-    with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(s.get_file(s.uri_for(f"manifests/{asset}.json"), Path(tmp) / "m.json").read_text())
-
-
-def key_for(store, **config) -> str:
-    inputs = {name: manifest_of(store, name) for name in ("training_dataset", "base_model")}
+def key_for(store, instance, **config) -> str:
+    inputs = {name: upstream_manifest(store, instance, name) for name in ("training_dataset", "base_model")}
     params = TrainingParams(**{k: v for k, v in config.items() if k != "compute"}).model_dump(mode="json")
     return job_key("training", inputs, params)
 
@@ -61,8 +60,8 @@ def key_for(store, **config) -> str:
 def test_local_subprocess_worker_trains_through_pipes(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
     store = resources_for(tmp_path / "store")["artifact_store"]
-    materialize_upstream(store)
     instance = dg.DagsterInstance.ephemeral()
+    materialize_upstream(store, instance)
     result = materialize_stage(store, {"local": LocalProcessBackend(env=WORKER_ENV, hourly_price_usd=0.5)},
                                instance=instance, compute="local", **TRAINING_CONFIG)
     assert result.success
@@ -80,8 +79,8 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
     monkeypatch.setenv("LLM_ASSETS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
     resources = resources_for(tmp_path / "store")
     resources["compute_backends"] = ComputeBackends({"local": LocalProcessBackend(env=WORKER_ENV)})
-    materialize_upstream(resources["artifact_store"])
     instance = dg.DagsterInstance.ephemeral()
+    materialize_upstream(resources["artifact_store"], instance)
     stages = ["lora_adapter", "gguf_model", "eval_report"]
     result = dg.materialize(
         [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + stages] + list(PIPELINE_CHECKS),
@@ -96,7 +95,7 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
     assert "| q8_0 |" in export["variants"].value and "| q8_0 |" in report["metrics"].value
     store = resources["artifact_store"].store()
     assert store.exists(report["uri"].value + "/eval_report.json")
-    # 4 training steps cannot pass: the worker's report says so, and the blocking gate agrees.
+    # 4 training steps cannot pass: the worker's report says so, and the gate check reports it.
     assert report["gate_passed"].value is False and 0.0 <= report["strict_accuracy"].value < 0.95
     [gate] = [e.asset_check_evaluation_data for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"
@@ -106,9 +105,9 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
     assert any("eval_report: q8_0 20/20 examples" in line for line in lines), lines  # streamed from the worker
 
 
-def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoints(s3_store):
+def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoints(s3_store, s3_instance):
     config = {**TRAINING_CONFIG, "seed": 1}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = s3_instance
     result = materialize_stage(s3_store, {"detached": detached(hourly_price_usd=1.8)}, instance=instance,
                                compute="detached", **config)
     assert result.success
@@ -121,16 +120,16 @@ def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoin
     assert any("lora_adapter step 4/4" in line for line in lines)
     # Checkpoints reaching the store mid-training is the kill-and-resume test's job: 4 steps can finish
     # between two polls of the mirroring thread on a loaded machine (CI saw it), so it is not asserted here.
-    key = key_for(s3_store, **config)
+    key = key_for(s3_store, instance, **config)
     record = JobRecord.load(s3_store.store(), key)
     assert record.state == "finished" and not _alive(int(record.job_id))
     assert latest_in_store(s3_store.store(), checkpoint_prefix(key)) is None  # finished: the next run starts fresh
     assert "compute-test-secret" not in "\n".join(lines) + json.dumps(record.__dict__)
 
 
-def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_store):
+def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_store, s3_instance):
     config = {**TRAINING_CONFIG, "max_steps": 60, "save_steps": 5, "seed": 2}
-    store, key = s3_store.store(), key_for(s3_store, **config)
+    store, key, instance = s3_store.store(), key_for(s3_store, s3_instance, **config), s3_instance
     killed = []
 
     def kill_after_first_checkpoint():
@@ -144,7 +143,6 @@ def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_stor
 
     watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     watcher.start()
-    instance = dg.DagsterInstance.ephemeral()
     result = materialize_stage(s3_store, {"detached": detached()}, instance=instance, compute="detached", **config)
     watcher.join(timeout=5)
     assert killed, "the worker finished before a checkpoint reached the store"
@@ -159,22 +157,25 @@ def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_stor
 
 ORCHESTRATOR = textwrap.dedent("""
     import sys, json
+    import dagster as dg
     from tests.compute.conftest import materialize_stage
     from resources.artifact_store import ArtifactStoreResource
     from resources.compute_remote import DetachedProcessBackend
     store = ArtifactStoreResource(**json.loads(sys.argv[1]))
     backend = DetachedProcessBackend(worker_env=json.loads(sys.argv[2]))
-    materialize_stage(store, {"detached": backend}, compute="detached", **json.loads(sys.argv[3]))
+    instance = dg.DagsterInstance.from_config(sys.argv[4])  # the test's instance, holding the upstream
+    materialize_stage(store, {"detached": backend}, instance=instance, compute="detached", **json.loads(sys.argv[3]))
 """)
 
 
-def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launching_another(s3_store, tmp_path):
+def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launching_another(s3_store, s3_instance):
     config = {**TRAINING_CONFIG, "max_steps": 40, "save_steps": 100, "seed": 3}
-    store, key = s3_store.store(), key_for(s3_store, **config)
+    store, key, instance = s3_store.store(), key_for(s3_store, s3_instance, **config), s3_instance
     fields = {k: getattr(s3_store, k) for k in ("root", "s3_endpoint_url", "aws_region", "aws_access_key_id",
                                                 "aws_secret_access_key")}
     orchestrator = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, json.dumps(fields), json.dumps(WORKER_ENV),
-                                     json.dumps(config)], cwd=os.getcwd(), env={**os.environ, **WORKER_ENV})
+                                     json.dumps(config), instance.root_directory],
+                                    cwd=os.getcwd(), env={**os.environ, **WORKER_ENV})
     deadline, record = time.time() + 240, None
     while time.time() < deadline and record is None:
         record = JobRecord.load(store, key)
@@ -183,7 +184,6 @@ def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launchi
     orchestrator.kill()  # dies without unwinding: the job keeps running, recorded
     orchestrator.wait()
     assert _alive(int(record.job_id))
-    instance = dg.DagsterInstance.ephemeral()
     result = materialize_stage(s3_store, {"detached": detached()}, instance=instance, compute="detached", **config)
     assert result.success
     lines = log_lines(instance, result.run_id)
@@ -193,14 +193,14 @@ def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launchi
     assert result.asset_materializations_for_node("lora_adapter")[0].metadata["steps"].value == 40
 
 
-def test_budget_cap_stops_the_job_fatally_and_terminates_it(s3_store):
+def test_budget_cap_stops_the_job_fatally_and_terminates_it(s3_store, s3_instance):
     config = {**TRAINING_CONFIG, "max_steps": 2000, "seed": 4}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = s3_instance
     result = materialize_stage(s3_store, {"detached": detached(hourly_price_usd=3600.0, max_cost_usd=3.0)},
                                instance=instance, compute="detached", **config)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "budget cap max_cost_usd=$3.0000" in failure.step_failure_data.error.message
     assert sum(1 for e in result.all_events if e.event_type_value == "STEP_RESTARTED") == 0  # fatal: no retry
-    record = JobRecord.load(s3_store.store(), key_for(s3_store, **config))
+    record = JobRecord.load(s3_store.store(), key_for(s3_store, instance, **config))
     assert record.state == "finished" and not _alive(int(record.job_id))
