@@ -1,4 +1,9 @@
-"""gate_failure_sensor: a candidate that missed the accuracy gate is retrained with the next rung of the ladder."""
+"""gate_failure_sensor: a candidate that missed the accuracy gate is retrained with the next rung of the ladder.
+
+It reads the registry's audit trail, not check results: registered_model registers every evaluated GGUF, a
+rejected version when eval_report's gate failed, once per run and GGUF (a re-executed step adds none), so each
+failed gate is seen exactly once.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +57,8 @@ def _request(record: VersionRecord, run: dg.DagsterRun, decision: RetrainDecisio
 
 @dg.sensor(jobs=[retrain_job, retraining_alert_job], minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="For each candidate the accuracy gate recorded as rejected in the registry, requests "
+           description="For each version registered_model recorded as rejected (its eval report missed the accuracy "
+                "gate), requests "
                        "retrain_job with the failed run's config adjusted by the next rung of the `retraining` "
                        "resource's ladder, up to max_attempts per data version; after the last it launches "
                        "retraining_alert_job, which fails with what was tried. Cursor = highest version considered.")

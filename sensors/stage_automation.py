@@ -13,5 +13,6 @@ stage_automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
     emit_backfills=False,
     description="Export follows a new adapter, evaluation a new GGUF, registration a new eval report, each once the "
-                "upstream blocking checks (training_data_valid, accuracy_gate) passed.",
+                "upstream blocking check (training_data_valid) passed. Registration follows every report, passed or "
+                "not: a failed gate is registered as rejected, which gate_failure_sensor retrains from.",
 )

@@ -8,6 +8,7 @@ import pytest
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 from llm_assets.core import pet_task
 from llm_assets.core.artifacts import LocalArtifactStore, sha256_file
+from resources.manifest_io_manager import manifest_key, read_manifest
 from tests.pipeline_configs import resources_for, tiny_run_config
 
 ASSETS = ["raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lora_adapter", "gguf_model",
@@ -30,8 +31,10 @@ def monkeypatch_module():
         yield mp
 
 
-def manifest(store, name):
-    return json.loads(store.local_path(store.uri_for(f"manifests/{name}.json")).read_text())
+def manifest(run, name):
+    """The manifest `name` wrote in the fixture's run."""
+    result, store, _ = run
+    return read_manifest(store, manifest_key(name, result.run_id))
 
 
 def test_every_asset_materializes_with_location_hash_and_data_version(run):
@@ -40,7 +43,8 @@ def test_every_asset_materializes_with_location_hash_and_data_version(run):
     assert sorted(mats) == sorted(ASSETS)
     for name in ASSETS:
         meta = mats[name].materialization.metadata
-        value = manifest(store, name)
+        value = manifest(run, name)
+        assert meta["manifest_key"].value == manifest_key(name, result.run_id)
         assert meta["sha256"].value == value["sha256"]
         assert mats[name].materialization.tags["dagster/data_version"] == value["sha256"][:16]
         path = store.local_path(value["uri"], expected_sha256=value["sha256"])  # verifies the bytes
@@ -55,15 +59,15 @@ def test_training_data_check_passes_on_generated_data(run):
 
 
 def test_under_trained_model_fails_the_gate_with_a_reason(run):
-    result, store, _ = run
+    result, _, _ = run
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     gate = checks["accuracy_gate"]
     assert not gate.passed
     assert "no variant passes" in gate.description and "threshold 0.95" in gate.description
-    report = manifest(store, "eval_report")
-    assert report["gate"]["passed"] is False
-    # Blocked downstream, but kept in the audit trail as a rejected version.
+    report = manifest(run, "eval_report")
+    assert report["gate"]["passed"] is False and "lineage" not in report  # registered_model reads the parents
+    # Not registered as a candidate (the step fails), but kept in the audit trail as a rejected version.
     assert "registered_model" not in {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     from llm_assets.core.registry import ModelRegistry
 
@@ -75,7 +79,7 @@ def test_under_trained_model_fails_the_gate_with_a_reason(run):
 
 def test_eval_report_has_metrics_plots_and_baseline(run):
     _, store, _ = run
-    value = manifest(store, "eval_report")
+    value = manifest(run, "eval_report")
     folder = store.local_path(value["uri"])
     report = json.loads((folder / "eval_report.json").read_text())
     assert set(report["variants"]) == {"f32", "q8_0"}
@@ -96,14 +100,14 @@ def test_gguf_tokenizes_and_answers_like_the_hf_model(run):
     from llm_assets.core.llama_runtime import load_llama
 
     _, store, root = run
-    gguf = manifest(store, "gguf_model")
+    gguf = manifest(run, "gguf_model")
     folder = store.local_path(gguf["uri"])
     for variant in gguf["variants"].values():
         assert sha256_file(folder / variant["file"]) == variant["sha256"]
         assert (folder / f"Modelfile.{variant['quantization']}").exists()
         assert "## " in (folder / f"MODEL_CARD.{variant['quantization']}.md").read_text()
-    base = store.local_path(manifest(store, "base_model")["uri"])
-    adapter = store.local_path(manifest(store, "lora_adapter")["uri"])
+    base = store.local_path(manifest(run, "base_model")["uri"])
+    adapter = store.local_path(manifest(run, "lora_adapter")["uri"])
     merged = merge_adapter(base, adapter, root / "merged-for-test")
     tok = AutoTokenizer.from_pretrained(merged)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()

@@ -63,8 +63,7 @@ def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str
                                        "file_size_bytes": e["file_size_bytes"]}
                                    for n, e in report["variants"].items()},
                          baseline_strict_accuracy=report["gate"]["baseline_strict_accuracy"],
-                         gguf_model_sha256=gguf_model["sha256"],
-                         lineage=lineage(gguf_model, base_model, lora_adapter, training_dataset))
+                         gguf_model_sha256=gguf_model["sha256"])
     gate = report["gate"]
     log(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
     plots_md = "\n\n".join(f"**{PLOT_TITLES[n]}**\n\n{plots.markdown_image(p, PLOT_TITLES[n])}"
@@ -117,17 +116,6 @@ def metrics_table(report: dict) -> str:
         f"| {name} | {e['scores']['strict_accuracy']:.3f} | {e['scores']['exact_match']:.3f} | "
         f"{e['scores']['invalid_rate']:.3f} | {e['scores']['rouge_l']:.3f} | {e['scores']['bleu']:.1f} | "
         f"{1000 * e['latency']['mean_s']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
-
-
-def lineage(gguf_model: dict, base_model: dict, lora_adapter: dict, training_dataset: dict) -> dict:
-    """What produced the evaluated files, so the registry can record a candidate from this report alone."""
-    return {
-        "gguf_uri": gguf_model["uri"], "gguf_variants": gguf_model["variants"], "adapter_uri": lora_adapter["uri"],
-        "base_model_id": base_model.get("model_id"), "base_model_revision": base_model.get("revision"),
-        "dataset_version": training_dataset["sha256"][:16],
-        "dataset_uris": [training_dataset["uri"]] + [s for s in [training_dataset.get("raw_source")] if s],
-        "dataset_rows": training_dataset["train_rows"], "config": lora_adapter.get("config"),
-    }
 
 
 def model_card_markdown(report: dict, gguf_model: dict, base_model: dict, lora_adapter: dict,

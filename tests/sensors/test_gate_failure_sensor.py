@@ -116,7 +116,7 @@ def test_a_weak_config_misses_the_gate_and_is_retrained_on_the_ladder_until_the_
     with dg.instance_for_test() as instance:
         first = execute(defs, dg.RunRequest(run_config=yaml.safe_load(open(preset, encoding="utf-8")),
                                             tags={"llm_assets/attempt": "1"}), instance, raise_on_error=False)
-        assert not first.success  # the blocking gate stopped registration
+        assert not first.success  # registered_model recorded the rejection and failed the run
         tick = evaluate(gate_failure_sensor, defs, instance)
         [retry] = tick.run_requests
         second = execute(defs, retry, instance, raise_on_error=False)
@@ -153,7 +153,7 @@ def test_a_weak_config_misses_the_gate_and_the_ladders_longer_training_passes_it
     with dg.instance_for_test() as instance:
         weak = execute(defs, dg.RunRequest(run_config=config, tags={"llm_assets/attempt": "1"}), instance,
                        raise_on_error=False)
-        assert not weak.success  # the blocking gate stopped registration
+        assert not weak.success  # registered_model recorded the rejection and failed the run
         tick = evaluate(gate_failure_sensor, defs, instance)
         [retry] = tick.run_requests
         assert retry.run_config["ops"]["lora_adapter"]["config"]["max_steps"] == 900
