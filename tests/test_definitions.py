@@ -14,7 +14,8 @@ EDGES = {
     "lora_adapter": {"training_dataset", "base_model"},
     "gguf_model": {"lora_adapter", "base_model", "training_dataset"},
     "eval_report": {"gguf_model", "eval_benchmark", "base_model", "lora_adapter", "training_dataset"},
-    "registered_model": {"eval_report"},
+    "registered_model": {"eval_report", "gguf_model", "lora_adapter", "training_dataset", "base_model",
+                         "eval_benchmark"},
     "production_model": {"registered_model"},
 }
 
@@ -45,10 +46,25 @@ def test_every_asset_reads_well_in_the_ui():
             assert check.description, f"check {check.name} has no description"
 
 
-def test_checks_are_blocking():
-    specs = [spec for checks in PIPELINE_CHECKS for spec in checks.check_specs]
-    assert len(specs) == 2
-    assert all(spec.blocking for spec in specs)
+def test_data_check_blocks_and_the_gate_check_only_reports():
+    """Bad data stops training; the gate must not stop registered_model, which registers rejections too."""
+    blocking = {spec.name: spec.blocking for checks in PIPELINE_CHECKS for spec in checks.check_specs}
+    assert blocking == {"training_data_valid": True, "accuracy_gate": False}
+
+
+def test_compute_heavy_steps_share_one_concurrency_pool():
+    from llm_assets.definitions import COMPUTE_POOL
+
+    job = defs.resolve_job_def("pet_model_job")
+    pools = {node.name: node.definition.pool for node in job.graph.nodes}
+    assert {name for name, pool in pools.items() if pool} == {"base_model", "lora_adapter", "gguf_model",
+                                                              "eval_report"}
+    assert set(pools.values()) == {COMPUTE_POOL, None}
+    from llm_assets.assets import lora_adapter
+
+    pooled = defs.resolve_assets_def("lora_adapter")  # rebuilt with the pool: config and retries kept
+    assert pooled.op.retry_policy == lora_adapter.op.retry_policy is not None
+    assert set(pooled.op.config_schema.config_type.fields) == set(lora_adapter.op.config_schema.config_type.fields)
 
 
 def test_jobs_one_per_preset_and_promotion_sensor():
