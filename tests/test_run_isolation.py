@@ -2,8 +2,9 @@
 data: each run evaluates its own GGUF and registers its own lineage, their compute steps take turns in the
 concurrency pool, and re-executing registration or the gate check adds no second version.
 
-Before run-scoped manifests every step read the asset's one global manifest, whichever run wrote it last: run A
-(200 rows) was registered with run B's 400-row dataset.
+Before run-scoped manifests every step read the asset's one global manifest, whichever run wrote it last. This
+test against that IO manager: run B (400 rows) trained on run A's 190 rows, and run A was registered with run B's
+dataset, adapter and GGUF.
 """
 
 import json
@@ -36,8 +37,8 @@ CONFIGS = {"A": run_config(200, 0, 0.0), "B": run_config(400, 1, 0.5)}
 
 
 def training_job():
-    """The code location's training graph (compute steps in its pool) on the test's store, run in process so
-    both runs share this interpreter; module-level so a re-execution can reconstruct it."""
+    """The code location's training graph (compute steps in its pool) on the test's store, each run's steps in
+    that run's process; module-level so a re-execution can reconstruct it."""
     from jobs import PIPELINE
     from llm_assets.assets import PIPELINE_CHECKS
     from llm_assets.definitions import ASSETS
@@ -76,11 +77,15 @@ def runs(tmp_path_factory):
         (root / "dagster").mkdir()
         with dg.instance_for_test(set_dagster_home=False, temp_dir=str(root / "dagster"),
                                   overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+            logs = {name: open(root / f"run-{name}.log", "w") for name in CONFIGS}
             children = {name: subprocess.Popen(
                 [sys.executable, "-c", CHILD, instance.root_directory, json.dumps(config)], env=env,
-                stdout=subprocess.PIPE, stderr=open(root / f"run-{name}.log", "w"), text=True)
+                stdout=subprocess.PIPE, stderr=logs[name], text=True)
                 for name, config in CONFIGS.items()}  # started together
-            run_ids = {name: child.communicate(timeout=900)[0].split()[-1] for name, child in children.items()}
+            run_ids = {name: child.communicate(timeout=900)[0].strip() for name, child in children.items()}
+            for log in logs.values():
+                log.close()
+            assert all(run_ids.values()), f"a run did not start; see {root}/run-*.log"
             yield instance, root, run_ids
 
 
