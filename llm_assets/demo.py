@@ -18,8 +18,8 @@ from pathlib import Path
 
 def summarize(result, store, seconds: float) -> dict:
     """The demo's last line, from the eval report and GGUF manifests the run just wrote."""
-    report = _read_manifest(store, "eval_report")
-    gguf = _read_manifest(store, "gguf_model")
+    report = _read_manifest(store, "eval_report", result.run_id)
+    gguf = _read_manifest(store, "gguf_model", result.run_id)
     gate = report["gate"]
     variant = gate["variant"] or next(iter(gguf["variants"]))
     folder = store.local_path(gguf["uri"])
@@ -35,11 +35,11 @@ def summarize(result, store, seconds: float) -> dict:
     }
 
 
-def _read_manifest(store, asset: str) -> dict:
-    from resources.manifest_io_manager import manifest_key
+def _read_manifest(store, asset: str, run_id: str) -> dict:
+    """What this run wrote for `asset` (manifests are kept per run, never as "the latest")."""
+    from resources.manifest_io_manager import manifest_key, read_manifest
 
-    uri = store.uri_for(manifest_key(asset))
-    return json.loads(store.local_path(uri).read_text(encoding="utf-8"))
+    return read_manifest(store, manifest_key(asset, run_id))
 
 
 def promote_for_serving(defs, instance, run_id: str) -> list[str]:

@@ -131,3 +131,15 @@ def test_gguf_tokenizes_and_answers_like_the_hf_model(run):
                 break
             llm.eval([token])
         assert gguf_new == hf_new[: len(gguf_new)] and len(gguf_new) == len(hf_new)
+
+
+def test_the_demo_summary_reads_what_this_run_wrote(run):
+    from llm_assets.demo import summarize
+
+    result, store, _ = run
+    summary = summarize(result, store, 12.34)
+    report, gguf = manifest(run, "eval_report"), manifest(run, "gguf_model")
+    assert summary["strict_accuracy"] == round(float(report["gate"]["strict_accuracy"] or 0.0), 4)
+    variant = report["gate"]["variant"] or next(iter(gguf["variants"]))
+    assert summary["gguf"].endswith(gguf["variants"][variant]["file"]) and summary["seconds"] == 12.3
+    assert summary["gguf_bytes"] == gguf["variants"][variant]["bytes"]
