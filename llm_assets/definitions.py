@@ -3,13 +3,6 @@
 LLM_ASSETS_ENV picks the resources: "local" (default) keeps artifacts in
 ./artifacts; "production" reads the artifact root and S3 credentials from
 environment variables at run time (never at import time).
-
-The steps that load a machine's cores share one Dagster concurrency pool,
-COMPUTE_POOL, so runs of the graph take turns instead of fighting over the
-same cores. Its limit lives in the Dagster instance, not here: one at a time
-with deploy/dagster.yaml (pools default to 1); raise it with
-`dagster instance concurrency set llm_compute <N>`, or the UI's Deployment ->
-Concurrency page.
 """
 
 import os
@@ -25,29 +18,6 @@ from resources.retraining import RetrainingResource
 from sensors import all_sensors
 
 
-COMPUTE_POOL = "llm_compute"
-# Pretraining, fine-tuning, GGUF export and llama.cpp evaluation: minutes of every core each. The data steps
-# (light, or one core for a minute at most) and the registry write stay out: they never hold a slot a training
-# run waits for.
-POOLED = ("base_model", "lora_adapter", "gguf_model", "eval_report")
-
-
-def in_pool(asset: dg.AssetsDefinition, pool: str) -> dg.AssetsDefinition:
-    """`asset` with its op in concurrency pool `pool`, all else (config, retries, checks) unchanged.
-
-    Here rather than `pool=` on each decorator so the deployment's choice sits beside the other one
-    (resources); Dagster 1.13 offers no public way to set a pool on a built asset, hence the rebuild.
-    """
-    op = asset.op
-    pooled = dg.OpDefinition(
-        compute_fn=op.compute_fn, name=op.name, description=op.description, config_schema=op.config_schema,
-        ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
-        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs},
-        required_resource_keys=op.required_resource_keys, tags=op.tags, retry_policy=op.retry_policy, pool=pool)
-    return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": pooled})
-
-
-ASSETS = [in_pool(a, COMPUTE_POOL) if a.key.to_user_string() in POOLED else a for a in PIPELINE_ASSETS]
 
 
 def _resources(env: str) -> dict:
@@ -114,7 +84,7 @@ def _retraining_resources(env: str) -> dict:
 
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=PIPELINE_ASSETS,
     asset_checks=PIPELINE_CHECKS,
     jobs=all_jobs,
     sensors=all_sensors,

@@ -40,11 +40,10 @@ def training_job():
     """The code location's training graph (compute steps in its pool) on the test's store, each run's steps in
     that run's process; module-level so a re-execution can reconstruct it."""
     from jobs import PIPELINE
-    from llm_assets.assets import PIPELINE_CHECKS
-    from llm_assets.definitions import ASSETS
+    from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 
     job = dg.define_asset_job("training", selection=PIPELINE, executor_def=dg.in_process_executor)
-    defs = dg.Definitions(assets=ASSETS, asset_checks=PIPELINE_CHECKS, jobs=[job],
+    defs = dg.Definitions(assets=PIPELINE_ASSETS, asset_checks=PIPELINE_CHECKS, jobs=[job],
                           resources=resources_for(os.environ[ROOT]))
     return defs.resolve_job_def("training")
 
@@ -132,8 +131,7 @@ def test_each_run_evaluates_its_own_gguf_and_registers_its_own_lineage(runs):
 
 
 def test_the_runs_compute_steps_took_turns_in_the_pool(runs):
-    from llm_assets.definitions import POOLED
-
+    POOLED = ("base_model", "lora_adapter", "gguf_model", "eval_report")  # the steps in the llm_compute pool
     instance, _, run_ids = runs
     spans = []
     for run_id in run_ids.values():

@@ -24,6 +24,10 @@ import dagster as dg
 
 from resources.compute import raise_with_verdict
 
+# The steps that take every core of a machine for minutes (pretraining, fine-tuning, GGUF export, llama.cpp
+# evaluation) share this Dagster concurrency pool, so runs can take turns; the limit lives in the instance
+# (deploy/dagster.yaml, `dagster instance concurrency set llm_compute N`). Data and registry steps stay out.
+COMPUTE_POOL = "llm_compute"
 COMPUTE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL,
                                       jitter=dg.Jitter.PLUS_MINUS)
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast, follows
+from llm_assets.assets.automation import COMPUTE_POOL, COMPUTE_RETRY_POLICY, fail_fast, follows
 from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import EvalConfig
 from resources.artifact_store import ArtifactStoreResource
@@ -10,7 +10,7 @@ from resources.compute import ComputeBackends
 
 
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"],
-          retry_policy=COMPUTE_RETRY_POLICY, automation_condition=follows("gguf_model"))
+          retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL, automation_condition=follows("gguf_model"))
 @fail_fast
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource,
                 compute_backends: dg.ResourceParam[ComputeBackends], gguf_model: dict, eval_benchmark: dict,

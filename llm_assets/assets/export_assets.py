@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast, follows
+from llm_assets.assets.automation import COMPUTE_POOL, COMPUTE_RETRY_POLICY, fail_fast, follows
 from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import ExportConfig
 from resources.artifact_store import ArtifactStoreResource
@@ -11,7 +11,7 @@ from resources.compute import ComputeBackends
 
 
 @dg.asset(group_name="export", kinds={"gguf", "llamacpp"}, owners=["team:ml"],
-          retry_policy=COMPUTE_RETRY_POLICY, automation_condition=follows("lora_adapter"))
+          retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL, automation_condition=follows("lora_adapter"))
 @fail_fast
 def gguf_model(context: dg.AssetExecutionContext, config: ExportConfig, artifact_store: ArtifactStoreResource,
                compute_backends: dg.ResourceParam[ComputeBackends],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast
+from llm_assets.assets.automation import COMPUTE_POOL, COMPUTE_RETRY_POLICY, fail_fast
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
 from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import BaseModelConfig, TrainingConfig
@@ -17,7 +17,7 @@ from resources.compute import ComputeBackends
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "huggingface"}, owners=["team:ml"],
-          retry_policy=COMPUTE_RETRY_POLICY)
+          retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL)
 @fail_fast
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
                artifact_store: ArtifactStoreResource) -> dg.Output:
@@ -42,7 +42,7 @@ def checkpoint_dir(*parts: str) -> Path:
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=["team:ml"],
-          retry_policy=COMPUTE_RETRY_POLICY)
+          retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL)
 @fail_fast
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig,
                  artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends],
