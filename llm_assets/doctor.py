@@ -96,7 +96,12 @@ def run_doctor(args) -> int:
             files = [Path(g) for g in args.gguf]
         else:
             print("building a small test model (f16, q8_0, q4_k_m) ...", flush=True)
-            files = tiny_ggufs(Path(scratch))
+            try:
+                files = tiny_ggufs(Path(scratch))
+            except ImportError as exc:  # the serve-only install has llama.cpp but not torch/transformers
+                print(f"llm-assets doctor: cannot build a test model here ({exc}); pass --gguf FILE",
+                      file=sys.stderr)
+                return 2
         failures = 0
         for path in files:
             try:

@@ -1,5 +1,6 @@
 """`llm-assets doctor` as a user runs it: a real subprocess, real llama.cpp, real GGUF files."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,14 @@ def test_doctor_refuses_a_missing_file_and_an_unknown_setting(tmp_path):
     assert missing.returncode == 2 and "no such GGUF file" in missing.stderr and "nope.gguf" in missing.stderr
     unknown = subprocess.run([*CLI, "--llama-repack", "fast"], capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "invalid choice: 'fast'" in unknown.stderr
+
+
+def test_doctor_without_torch_asks_for_a_gguf(tmp_path):
+    # The serve-only install (deploy/serve) has llama.cpp but no torch: a torch that cannot be imported stands in.
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text('raise ImportError("No module named \'torch\'")\n')
+    out = subprocess.run(CLI, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot build a test model here" in out.stderr and "pass --gguf FILE" in out.stderr
+    assert "settings:" in out.stdout  # the report itself needs no torch
