@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 from typing import Callable
 
+from llm_assets.core.hyperparameters import EvalParams
 from llm_assets.core.registry import (
     NO_PRODUCTION, PRODUCTION, ModelRegistry, RegistryConflictError, RegistryError, RegistryNotFoundError,
     VersionRecord,
 )
 
 FIRST_PROMOTION_REASON = "make demo: first gated version, nothing in production"
+# What a first promotion needs whatever threshold the run's config set: the pipeline's default gate.
+# A smoke preset gates at 0 and must never fill production with its 0-accuracy model.
+FIRST_PROMOTION_MIN_ACCURACY: float = EvalParams.model_fields["threshold"].default
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,14 @@ class FirstPromotion:
 
 
 def promote_first_gated(registry: ModelRegistry, model: str, run_id: str, actor: str = "make demo",
-                        verify: Callable[[str, str], bool] | None = None) -> FirstPromotion:
+                        verify: Callable[[str, str], bool] | None = None,
+                        min_accuracy: float = FIRST_PROMOTION_MIN_ACCURACY) -> FirstPromotion:
     """Promote the version `run_id` registered if it passed the gate and nothing is in production yet.
 
     `make demo` runs without the daemon, so promotion_sensor never sees its model and a new user's server would
     have nothing to serve. This fills only an empty production slot: a version the gate rejected is never
-    promoted, and an existing production version is never replaced behind its owner's back (that choice is
+    promoted, nor one below `min_accuracy` that passed only a gate its run's config lowered, and an existing
+    production version is never replaced behind its owner's back (that choice is
     theirs, through `llm-assets registry promote`). The promotion itself is registry.promote, the call
     production_model makes, with `expected_current` so a sensor that promoted meanwhile wins.
     """
@@ -81,6 +87,11 @@ def promote_first_gated(registry: ModelRegistry, model: str, run_id: str, actor:
     if not gate.promote:
         return FirstPromotion(None, production, f"{model} v{version.version} is not promotable ({gate.reason}: "
                               f"{version.gate_reason or 'no gate reason recorded'}); nothing promoted")
+    accuracy = float((version.metrics or {}).get("strict_accuracy") or 0.0)
+    if accuracy < min_accuracy:
+        return FirstPromotion(None, production, f"{model} v{version.version} passed its run's gate, but its strict "
+                              f"accuracy {accuracy:.3f} is below the {min_accuracy} a first promotion needs (the "
+                              "run's threshold was lowered); nothing promoted")
     if current is None:
         try:
             promoted = registry.promote(model, version.version, actor=actor, reason=FIRST_PROMOTION_REASON,

@@ -94,3 +94,12 @@ def test_a_gguf_changed_since_registration_is_not_promoted(reg):
 def test_a_run_that_registered_nothing_promotes_nothing(reg):
     outcome = promote_first_gated(reg.registry, MODEL, "run-without-version")
     assert outcome.promoted is None and "registered no version" in outcome.message
+
+
+def test_a_version_that_passed_only_a_lowered_gate_is_not_promoted(reg):
+    # A smoke preset gates at threshold 0: its 0-accuracy model "passes" and must not fill production.
+    version = reg.add("smoke-run", gate=True, accuracy=0.0)
+    outcome = promote_first_gated(reg.registry, MODEL, "smoke-run", verify=reg.verify)
+    assert outcome.promoted is None and outcome.production is None
+    assert f"v{version} passed its run's gate, but its strict accuracy 0.000 is below the 0.95" in outcome.message
+    assert reg.production() is None and reg.promotions() == []
