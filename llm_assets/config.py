@@ -5,6 +5,8 @@ llm_assets.core.hyperparameters, so the Launchpad, the YAML presets and the
 core can never disagree. Invalid values fail before any compute starts.
 """
 
+from typing import Collection, Optional
+
 import dagster as dg
 from pydantic import Field
 
@@ -13,7 +15,8 @@ from llm_assets.core import hyperparameters as hp
 COMPUTE_FIELD_DESCRIPTION = (
     "Where this stage runs: 'in_process' (default: inside the Dagster step on this machine) or the name of a "
     "backend in the compute_backends resource: 'local' (a worker subprocess), 'detached' (a worker process that "
-    "shares only the S3 store), 'kubernetes', 'runpod', 'vastai', 'kaggle' where configured.")
+    "shares only the S3 store), 'kubernetes', 'runpod', 'vastai', 'kaggle' where configured. A name this "
+    "deployment does not know fails the run's first step, listing the known ones.")
 
 
 class RawDatasetConfig(dg.Config, hp.RawDataParams):
@@ -61,12 +64,13 @@ CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {
 }
 
 
-def validate_run_config(run_config: dict) -> None:
+def validate_run_config(run_config: dict, compute_names: Optional[Collection[str]] = None) -> None:
     """Check every asset's config of a run up front, so a typo fails before any compute.
 
     Dagster validates each step's config when the step starts; the first steps
     call this so that a bad learning rate fails the run in seconds, not after
-    data preparation. Raises ConfigError naming ops.<asset>.config.<field>.
+    data preparation. With `compute_names` (the compute_backends resource's names in this deployment), every
+    stage's `compute` must be one of them. Raises ConfigError naming ops.<asset>.config.<field>.
     """
     import pydantic
 
@@ -77,8 +81,12 @@ def validate_run_config(run_config: dict) -> None:
         if cls is None or not isinstance(section, dict):
             continue
         try:
-            cls(**(section.get("config") or {}))
+            config = cls(**(section.get("config") or {}))
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"ops.{asset}.config.{field}", err.get("input"), err["msg"]) from None
+        compute = getattr(config, "compute", None)
+        if compute_names is not None and compute is not None and compute not in compute_names:
+            raise ConfigError(f"ops.{asset}.config.compute", compute,
+                              f"no such compute backend in this deployment; known: {', '.join(compute_names)}")

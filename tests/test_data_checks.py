@@ -85,3 +85,14 @@ def test_bad_config_fails_before_any_compute(tmp_path):
     assert not result.success
     assert "ops.lora_adapter.config.learning_rate" in _failure_messages(result)
     assert _materialized(result) == set()
+
+
+def test_an_unknown_compute_backend_fails_the_first_step_naming_the_field_and_the_known_ones(tmp_path):
+    config = tiny_run_config()
+    config["ops"]["lora_adapter"]["config"]["compute"] = "runpd"  # a typo of runpod
+    result = _materialize(tmp_path, config)
+    assert not result.success
+    message = _failure_messages(result)
+    assert "ops.lora_adapter.config.compute='runpd'" in message and "no such compute backend" in message
+    assert "in_process" in message  # the known names are listed
+    assert _materialized(result) == set()

@@ -15,13 +15,13 @@ from llm_assets.core.artifacts import Artifact, ArtifactStore, run_key
 
 
 @contextlib.contextmanager
-def scratch(context: dg.AssetExecutionContext) -> Iterator[Path]:
+def scratch(context: dg.AssetExecutionContext, compute_backends=None) -> Iterator[Path]:
     """A private folder for one step's work, removed afterwards.
 
-    Entering it first checks the whole run's config, so a bad value anywhere
-    fails the first step instead of a late one.
+    Entering it first checks the whole run's config (with `compute_backends`, every stage's `compute` too),
+    so a bad value anywhere fails the first step instead of a late one.
     """
-    validate_run_config(context.run.run_config)
+    validate_run_config(context.run.run_config, compute_backends.names() if compute_backends else None)
     path = Path(tempfile.mkdtemp(prefix=f"{context.asset_key.to_user_string()}-"))
     try:
         yield path

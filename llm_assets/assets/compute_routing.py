@@ -31,7 +31,7 @@ def metadata_values(external: dict) -> dict:
 def run_stage_asset(context: dg.AssetExecutionContext, stage: str, inputs: dict, config: dg.Config,
                     artifact_store: ArtifactStoreResource, compute_backends: ComputeBackends,
                     training_examples: Optional[int] = None) -> dg.Output:
-    validate_run_config(context.run.run_config)  # a bad value anywhere fails the first step
+    validate_run_config(context.run.run_config, compute_backends.names())  # a bad value anywhere fails here
     fn, params_cls, _ = stages.STAGE_FUNCTIONS[stage]
     params = params_cls(**config.model_dump(exclude={"compute"}))
     if config.compute == IN_PROCESS:

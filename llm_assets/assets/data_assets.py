@@ -9,11 +9,12 @@ import dagster as dg
 
 from llm_assets.assets.automation import COMPUTE_RETRY_POLICY, fail_fast
 from llm_assets.assets.common import fetch, manifest, output, publish, scratch
-from llm_assets.config import BenchmarkConfig, RawDatasetConfig, TrainingDatasetConfig
+from llm_assets.config import BenchmarkConfig, RawDatasetConfig, TrainingDatasetConfig, validate_run_config
 from llm_assets.core import data_sources, dataset_io, dataset_prep, pet_benchmark, pet_task
 from llm_assets.core import dataset_stream
 from llm_assets.core.artifacts import sha256_file
 from resources.artifact_store import ArtifactStoreResource
+from resources.compute import ComputeBackends
 
 EMBEDDED_SOURCE = "embedded:pet"
 
@@ -26,11 +27,12 @@ def _row_format(row: dict) -> str:
           retry_policy=COMPUTE_RETRY_POLICY)
 @fail_fast
 def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig,
-                artifact_store: ArtifactStoreResource) -> dg.Output:
+                artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends]) -> dg.Output:
     """Examples as they arrived: the embedded bunny task's generated data, or JSONL files.
 
     Each row keeps `source` (file:line) so every later problem can be traced back.
     """
+    validate_run_config(context.run.run_config, compute_backends.names())  # before reading any data
     store = artifact_store.store()
     if config.source == EMBEDDED_SOURCE:
         rows = pet_task.generate_training_rows(config.num_examples, config.seed)
@@ -53,14 +55,14 @@ def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig,
 
 @dg.asset(group_name="data", kinds={"python", "jsonl"}, owners=["team:ml"])
 def eval_benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig,
-                   artifact_store: ArtifactStoreResource) -> dg.Output:
+                   artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends]) -> dg.Output:
     """The fixed yardstick: edge cases (boundaries, ties, no suitable object, terse phrasing) and random states.
 
     Versioned apart from the training data: retraining on new data never moves it.
     """
     rows = pet_benchmark.generate_benchmark(config.examples_per_category, config.seed)
     categories = dict(Counter(r["category"] for r in rows))
-    with scratch(context) as tmp:
+    with scratch(context, compute_backends) as tmp:
         path = tmp / "benchmark.jsonl"
         dataset_io.write_jsonl(rows, path)
         version = f"{pet_benchmark.BENCHMARK_VERSION}-{sha256_file(path)[:12]}"

@@ -1,14 +1,9 @@
 """Training stage: the base model and the fine-tuned adapter."""
 
-
-import hashlib
-import os
-from pathlib import Path
-
 import dagster as dg
 
 from llm_assets.assets.automation import COMPUTE_POOL, COMPUTE_RETRY_POLICY, fail_fast
-from llm_assets.assets.common import fetch, manifest, output, publish, scratch
+from llm_assets.assets.common import manifest, output, publish, scratch
 from llm_assets.assets.compute_routing import run_stage_asset
 from llm_assets.config import BaseModelConfig, TrainingConfig
 from llm_assets.core.base_models import prepare_base_model
@@ -20,25 +15,19 @@ from resources.compute import ComputeBackends
           retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL)
 @fail_fast
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
-               artifact_store: ArtifactStoreResource) -> dg.Output:
+               artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends]) -> dg.Output:
     """The causal LM to fine-tune: a hub id or local folder (revision recorded), or the embedded tiny Llama."""
     def on_step(step: int, total: int, loss: float) -> None:
         if step % 25 == 0 or step == total:
             context.log.info(f"base_model pretraining step {step}/{total} loss {loss:.4f}")
 
-    with scratch(context) as tmp:
+    with scratch(context, compute_backends) as tmp:
         out = tmp / "base_model"
         info = prepare_base_model(config, out, on_step)
         artifact = publish(context, artifact_store.store(), out)
         value = manifest(artifact, out, **{k: v for k, v in info.items() if k != "spec"})
     return output(value, {"model_id": info["model_id"], "revision": str(info.get("revision")),
                           "parameters": info["parameters"]})
-
-
-def checkpoint_dir(*parts: str) -> Path:
-    """Where a run keeps its checkpoints: the same inputs and config find the same folder on retry."""
-    root = Path(os.environ.get("LLM_ASSETS_CHECKPOINT_DIR", Path.cwd() / "artifacts" / "checkpoints"))
-    return root / hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=["team:ml"],

@@ -12,6 +12,7 @@ from jobs import promote_job
 from llm_assets.assets import raw_dataset
 from llm_assets.core.registry import ModelRegistry
 from resources.artifact_store import ArtifactStoreResource
+from resources.compute import ComputeBackends
 from resources.retraining import RetrainingResource
 from sensors import new_data_sensor, promotion_sensor
 from tests.sensors.conftest import evaluate, execute, retraining_defs, write_preset, write_rows
@@ -95,7 +96,7 @@ def test_an_s3_prefix_on_a_real_server(tmp_path, s3_endpoint):
     # The run reads the prefix through the artifact store's S3 settings; rows name the objects.
     store = ArtifactStoreResource(root=str(tmp_path / "store"), s3_endpoint_url=s3_endpoint, aws_region="us-east-1",
                                   aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-    result = dg.materialize([raw_dataset], resources={"artifact_store": store},
+    result = dg.materialize([raw_dataset], resources={"artifact_store": store, "compute_backends": ComputeBackends()},
                             run_config={"ops": {"raw_dataset": {"config": {"source": "s3://incoming/pet"}}}})
     meta = result.asset_materializations_for_node("raw_dataset")[0].metadata
     assert meta["rows"].value == 40 and meta["source"].value == "s3://incoming/pet"

@@ -44,13 +44,15 @@ def store_resource(endpoint: str):
 def upstream_manifests(store) -> dict:
     """raw_dataset -> training_dataset and base_model, materialized for real (tiny) into the S3 store."""
     from llm_assets.assets import PIPELINE_ASSETS
+    from resources.compute import ComputeBackends
     from resources.manifest_io_manager import ManifestIOManager
 
     wanted = {"raw_dataset", "eval_benchmark", "base_model", "training_dataset"}
     assets = [a for a in PIPELINE_ASSETS if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] in wanted]
     config = {"ops": {k: v for k, v in tiny_run_config(num_examples=60)["ops"].items() if k in wanted}}
     result = dg.materialize(assets, run_config=config, selection=sorted(wanted), resources={
-        "artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store)})
+        "artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
+        "compute_backends": ComputeBackends()})
     assert result.success
     return {name: result.output_for_node(name) for name in ("training_dataset", "base_model")}
 
