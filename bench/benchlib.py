@@ -110,7 +110,7 @@ def load_line(when: str) -> str:
 
 def embedded_base(workdir: Path, pretrain_steps: int) -> Path:
     """The cpu_tiny preset's embedded base model, built once per work folder."""
-    from jobs import load_preset
+    from llm_assets.presets import load_preset
     from llm_assets.core.base_models import prepare_base_model
     from llm_assets.core.hyperparameters import BaseModelParams
 

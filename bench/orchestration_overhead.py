@@ -29,7 +29,7 @@ import benchlib  # noqa: E402
 
 
 def run_config(rows: int, steps: int, examples: int, pretrain_steps: int) -> dict:
-    from jobs import load_preset
+    from llm_assets.presets import load_preset
 
     base = load_preset("cpu_tiny")["ops"]["base_model"]["config"] | {"pretrain_steps": pretrain_steps}
     return {"ops": {

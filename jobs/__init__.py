@@ -6,32 +6,14 @@ config is that preset, so the Launchpad opens with it filled in.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
-import yaml
 
 from jobs.retraining import retrain_job_for, retraining_alert_job
+from llm_assets.presets import load_preset, preset_names
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Training ends at registered_model; production_model moves only through promote_job (sensor or UI).
 PIPELINE = dg.AssetSelection.groups("data", "training", "export", "evaluation") | dg.AssetSelection.assets(
     "registered_model")
-
-
-def load_preset(name_or_path: str) -> dict:
-    """A preset's run config, by name (configs/<name>.yaml) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIGS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"no preset {name_or_path!r} ({path}); known presets: {known}")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
 
 
 pet_model_job = dg.define_asset_job(

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from jobs import load_preset
+    from llm_assets.presets import load_preset
     from llm_assets.core.registry import RegistryError
     from llm_assets.definitions import defs
 

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from llm_assets.core.retrain_policy import DEFAULT_LADDER, RetrainPolicy, ladder_from_json, ladder_to_json
+from llm_assets.presets import load_preset
 
 
 class RetrainingResource(dg.ConfigurableResource):
@@ -41,8 +42,6 @@ class RetrainingResource(dg.ConfigurableResource):
 
     def run_config_for(self, source: str) -> dict:
         """The preset's run config, reading its raw data from `source`."""
-        from jobs import load_preset
-
         config = copy.deepcopy(load_preset(self.preset))
         ops = config.setdefault("ops", {})
         ops.setdefault("raw_dataset", {}).setdefault("config", {})["source"] = source

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from jobs import load_preset, preset_names
+from llm_assets.presets import load_preset, preset_names
 from llm_assets.assets import PIPELINE_CHECKS
 from llm_assets.config import CONFIG_BY_ASSET, validate_run_config
 from llm_assets.core.errors import ConfigError

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from jobs import load_preset
+from llm_assets.presets import load_preset
 
 pytestmark = pytest.mark.timeout(900)
 
