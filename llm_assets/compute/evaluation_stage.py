@@ -17,6 +17,7 @@ from llm_assets.core.artifacts import ArtifactStore
 from llm_assets.core.dataset_io import iter_jsonl
 from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.hyperparameters import EvalParams
+from llm_assets.core.llama_runtime import LlamaSettings
 from llm_assets.core.model_card import render_model_card
 
 PLOT_TITLES = {"loss_curve": "Loss curve", "per_field_accuracy": "Accuracy per field",
@@ -92,8 +93,7 @@ def _progress_logger(log: LogFn):
 def llama_settings_text(report: dict) -> str:
     """The llama.cpp settings every evaluated file was loaded with (one line; they agree unless a load differed)."""
     entries = [*report["variants"].values(), *([report["baseline"]] if report["baseline"] else [])]
-    seen = {f"use_extra_bufts={e['llama_settings']['use_extra_bufts']} ({e['llama_settings']['reason']})"
-            for e in entries}
+    seen = {LlamaSettings(**e["llama_settings"]).describe() for e in entries}
     return "; ".join(sorted(seen))
 
 

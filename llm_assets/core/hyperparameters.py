@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from llm_assets.core.llama_runtime import REPACK_HELP
+from llm_assets.core.llama_runtime import REPACK_HELP, RepackMode
 from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
 
 
@@ -116,4 +116,4 @@ class EvalParams(BaseModel):
         default="smallest_passing",
         description="Variant to gate and ship: 'smallest_passing' or a variant name such as 'q8_0'.")
     evaluate_baseline: bool = Field(default=True, description="Also evaluate the untuned base model as the baseline.")
-    llama_repack: Literal["auto", "on", "off"] = Field(default="auto", description=REPACK_HELP)
+    llama_repack: RepackMode = Field(default="auto", description=REPACK_HELP)
