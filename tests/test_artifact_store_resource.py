@@ -85,7 +85,7 @@ def test_s3_resource_outside_dagster_resolves_env_vars(s3_env, tmp_path):
     assert isinstance(store, S3ArtifactStore)
     assert (store.bucket, store.prefix, store.endpoint_url) == ("artifacts", "pipeline", s3_env)
     (tmp_path / "a.txt").write_text("hello")
-    assert store._secret_access_key == SECRET  # the value, not the variable's name
+    assert store.s3.secret_access_key == SECRET  # the value, not the variable's name
     art = store.put_file(tmp_path / "a.txt", "runs/r1/a.txt")
     assert art.uri == "s3://artifacts/pipeline/runs/r1/a.txt"
     assert store.get_file(art.uri, tmp_path / "b.txt", expected_sha256=art.sha256).read_text() == "hello"

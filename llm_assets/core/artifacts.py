@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from llm_assets.core.atomic import atomic_dir, atomic_path, write_text
 from llm_assets.core.errors import ArtifactIntegrityError, ConfigError, DataFormatError, PipelineError
+from llm_assets.core.s3_settings import S3Settings
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "llm_assets.folder/1"
@@ -310,19 +311,21 @@ class LocalArtifactStore(ArtifactStore):
         return path
 
 
-def store_from_uri(root_uri: str | os.PathLike, **s3_options) -> ArtifactStore:
-    """'s3://bucket/prefix' -> S3ArtifactStore(**s3_options); 'file:///x' or a path -> LocalArtifactStore.
+def store_from_uri(root_uri: str | os.PathLike, s3: S3Settings | None = None, **legacy_s3_options) -> ArtifactStore:
+    """'s3://bucket/prefix' -> S3ArtifactStore reached with `s3`; 'file:///x' or a path -> LocalArtifactStore.
 
-    Relative paths resolve against the current directory now, at call time.
+    Relative paths resolve against the current directory now, at call time. `legacy_s3_options` are the
+    older loose form (endpoint_url=, region_name=, aws_access_key_id=, aws_secret_access_key=), kept
+    until every caller passes `s3`.
     """
     root = str(root_uri)
     scheme = urlparse(root).scheme
     if scheme == "s3":
         bucket, _, prefix = root.removeprefix("s3://").partition("/")
-        options = {k: v for k, v in s3_options.items() if v is not None}
+        options = {k: v for k, v in legacy_s3_options.items() if v is not None}
         from llm_assets.core.artifacts_s3 import S3ArtifactStore
 
-        return S3ArtifactStore(bucket, prefix, **options)
+        return S3ArtifactStore(bucket, prefix, s3, **options)
     if scheme == "file":
         return LocalArtifactStore(_file_uri_to_path(root))
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme

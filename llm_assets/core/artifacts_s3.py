@@ -14,57 +14,66 @@ from llm_assets.core.artifacts import (
 )
 from llm_assets.core.atomic import atomic_dir, atomic_path
 from llm_assets.core.errors import ConfigError
+from llm_assets.core.s3_settings import S3Settings
 
 
 class S3ArtifactStore(ArtifactStore):
     """Artifacts as objects in an S3 bucket (AWS, MinIO, moto...); URIs are s3://bucket/prefix/key.
 
-    Credentials default to boto3's chain (environment, profile, instance role).
-    They are kept out of repr and error messages.
+    `s3` says how to reach the server; unset credentials default to boto3's chain (environment, profile,
+    instance role). They are kept out of repr and error messages.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 region_name: str | None = None, aws_access_key_id: str | None = None,
-                 aws_secret_access_key: str | None = None, connect_timeout: float = 10,
-                 read_timeout: float = 60, max_attempts: int = 5):
+    def __init__(self, bucket: str, prefix: str = "", s3: S3Settings | None = None, *,
+                 connect_timeout: float = 10, read_timeout: float = 60, max_attempts: int = 5,
+                 endpoint_url: str | None = None, region_name: str | None = None,
+                 aws_access_key_id: str | None = None, aws_secret_access_key: str | None = None):
         if not bucket or "/" in bucket:
             raise ConfigError("bucket", bucket, "expected a bare S3 bucket name")
+        loose = S3Settings(endpoint_url, region_name, aws_access_key_id, aws_secret_access_key)
+        if s3 is not None and loose != S3Settings():
+            raise TypeError("S3ArtifactStore: pass the settings as s3=S3Settings(...), not also as loose keywords")
+        # The loose keywords are the older form of the same settings, kept while callers move to `s3`.
+        self.s3 = s3 if s3 is not None else loose
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.endpoint_url, self.region_name = endpoint_url, region_name
-        self._access_key_id, self._secret_access_key = aws_access_key_id, aws_secret_access_key
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._client = self._session = None
 
     def __repr__(self) -> str:
-        return (f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r}, "
-                f"endpoint_url={self.endpoint_url!r}, region_name={self.region_name!r})")
+        return f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r}, s3={self.s3!r})"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.s3.endpoint_url
+
+    @property
+    def region_name(self) -> str | None:
+        return self.s3.region
 
     @property
     def client(self):
         if self._client is None:
-            import boto3
             from botocore.config import Config
 
             connect, read, attempts = self._timeouts
-            self._session = boto3.session.Session(aws_access_key_id=self._access_key_id,
-                                                  aws_secret_access_key=self._secret_access_key,
-                                                  region_name=self.region_name)
-            self._client = self._session.client("s3", endpoint_url=self.endpoint_url, config=Config(
+            self._session = self.s3.session()
+            self._client = self.s3.client("s3", session=self._session, config=Config(
                 connect_timeout=connect, read_timeout=read,
                 retries={"max_attempts": attempts, "mode": "standard"}))
         return self._client
 
-    def resolved_credentials(self) -> tuple[str | None, str | None, str | None]:
-        """(key id, secret, session token) as boto3's chain resolved them for this store (Nones: none found).
+    def resolved_s3_settings(self) -> S3Settings:
+        """This store's settings with the credentials boto3's chain resolved for it filled in.
 
-        What a worker on another machine needs to reach the same store; secrets, so never log them.
+        What a worker on another machine needs to reach the same store; holds secrets, so never log it.
         """
         self.client  # noqa: B018 - makes the session
-        credentials = self._session.get_credentials()
-        if credentials is None:
-            return None, None, None
-        frozen = credentials.get_frozen_credentials()
-        return frozen.access_key, frozen.secret_key, frozen.token
+        return self.s3.with_resolved_credentials(self._session)
+
+    def resolved_credentials(self) -> tuple[str | None, str | None, str | None]:
+        """(key id, secret, session token) as boto3's chain resolved them for this store (Nones: none found)."""
+        resolved = self.resolved_s3_settings()
+        return resolved.access_key_id, resolved.secret_access_key, resolved.session_token
 
     def _object_key(self, key: str) -> str:
         key = validate_key(key)
