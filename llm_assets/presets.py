@@ -13,15 +13,30 @@ import yaml
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def load_preset(name_or_path: str) -> dict:
-    """A preset's run config, by name (configs/<name>.yaml) or by path."""
+def preset_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a preset named under configs/ (no suffix), or the given path to any YAML file."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIGS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(preset_names())
-        raise FileNotFoundError(f"no preset {name_or_path!r} ({path}); known presets: {known}")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raise FileNotFoundError(f"no preset {str(name_or_path)!r} ({path}); known presets: {known}")
+    return path
+
+
+def load_preset(name_or_path: str | Path) -> dict:
+    """A preset's run config, by name (configs/<name>.yaml) or by path."""
+    return yaml.safe_load(preset_path(name_or_path).read_text(encoding="utf-8")) or {}
+
+
+def preset_summary(name_or_path: str | Path) -> str:
+    """What a preset is for: its leading comment lines after the first, which names the command that uses it."""
+    lines = []
+    for line in preset_path(name_or_path).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines[1:])
 
 
 def preset_names() -> list[str]:
