@@ -9,6 +9,7 @@ from typing import Optional
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llm_assets.core.llama_runtime import REPACK_HELP, validate_repack
+from llm_assets.core.s3_settings import S3Settings
 
 
 def default_cache_dir() -> str:
@@ -37,9 +38,11 @@ class ServeConfig(BaseModel):
     cache_dir: str = Field(default_factory=default_cache_dir, description="Where fetched GGUF files are kept, "
                            "named by sha256; the served and the previous file stay, older ones are removed.")
     s3_endpoint_url: Optional[str] = Field(
-        default=None, description="S3-compatible endpoint for s3:// GGUF URIs (MinIO, moto); unset for AWS. "
-        "Credentials come from boto3's chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles, roles).")
-    s3_region: Optional[str] = Field(default=None, description="AWS region for s3:// URIs.")
+        default=None, description="S3-compatible endpoint for s3:// GGUF URIs (MinIO, moto). Unset: "
+        "$LLM_ASSETS_S3_ENDPOINT_URL, else AWS. Credentials come from the environment as for the pipeline "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), else boto3's chain (profiles, roles).")
+    s3_region: Optional[str] = Field(default=None, description="AWS region for s3:// URIs. Unset: $AWS_REGION, "
+                                     "else $AWS_DEFAULT_REGION.")
     n_ctx: int = Field(default=2048, ge=16, description="Context window per request, in tokens (prompt + answer); "
                        "clamped to the model's training context.")
     n_threads: Optional[int] = Field(default=None, ge=1, description="llama.cpp threads; unset: 1 for models under "
@@ -79,6 +82,11 @@ class ServeConfig(BaseModel):
             raise ValueError(f"max_tokens_limit={self.max_tokens_limit} must be below n_ctx={self.n_ctx}, "
                              f"leaving room for a prompt")
         return self
+
+    def s3_settings(self) -> S3Settings:
+        """How s3:// GGUF URIs are reached: the endpoint and region set here, the rest from the environment,
+        read now (the same variables the pipeline and its workers use)."""
+        return S3Settings(endpoint_url=self.s3_endpoint_url, region=self.s3_region).or_else(S3Settings.from_env())
 
     def api_key(self) -> str | None:
         """Read at use time, never stored on the config (so it cannot end up in a repr or a log)."""

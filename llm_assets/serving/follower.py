@@ -190,8 +190,7 @@ class RegistryFollower:
         if uri.startswith("s3://"):
             from llm_assets.core.artifacts_s3 import S3ArtifactStore
 
-            return S3ArtifactStore(uri[5:].split("/", 1)[0], endpoint_url=self.config.s3_endpoint_url,
-                                   region_name=self.config.s3_region)
+            return S3ArtifactStore(uri[5:].split("/", 1)[0], s3=self.config.s3_settings())
         if uri.startswith("file:"):
             return LocalArtifactStore(self.cache_dir)
         raise SwapFailed("fetch", f"{uri}: unsupported URI scheme (want file:// or s3://)")
