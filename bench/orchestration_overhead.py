@@ -1,6 +1,6 @@
 """Orchestration overhead: the asset graph against the same stage functions called directly.
 
-Graph: `pet_model_job` from llm_assets.definitions, executed in process as
+Graph: `train_cpu_tiny_job` from llm_assets.definitions, executed in process as
 `make demo` does (Dagster's event log, the artifact store, manifests, checks,
 plots, model cards and the registry's rejection record included), on a small
 run config. Direct: the core functions those assets call, in order, in one
@@ -48,10 +48,11 @@ def graph(config: dict, work: Path) -> dict:
                        "LLM_ASSETS_CHECKPOINT_DIR": str(work / "checkpoints")})
     import dagster as dg
 
+    from jobs import DEFAULT_TRAINING_JOB
     from llm_assets.definitions import defs
 
     instance = dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("pet_model_job").execute_in_process(
+    result = defs.resolve_job_def(DEFAULT_TRAINING_JOB).execute_in_process(
         run_config=config, instance=instance, raise_on_error=False)
     done = sorted(m.asset_key.to_user_string() for m in result.get_asset_materialization_events())
     if "eval_report" not in done:
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
         f"orchestration: {args.rows} rows, {args.steps} training steps, {args.examples} benchmark examples, "
         f"medians of {args.repeats} (process start to exit)",
         ["", "seconds", "vs direct"],
-        [["asset graph (pet_model_job, in process)", g, g / d], ["stage functions called directly", d, 1.0]])
+        [["asset graph (train_cpu_tiny_job, in process)", g, g / d], ["stage functions called directly", d, 1.0]])
     names = list(stages["direct"][0])
     in_steps = {who: sum(benchlib.median([r.get(n, 0.0) for r in stages[who]]) for n in names) for who in stages}
     benchlib.print_table(

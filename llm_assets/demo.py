@@ -81,9 +81,19 @@ def serve_command(registry_url: str) -> str:
     return f"{command} --registry-url {shlex.quote(registry_url)}"
 
 
+def job_name(preset: str, jobs: set[str]) -> str:
+    """A preset named under configs/ runs as its own job, train_<name>_job; a YAML file given by path runs as
+    train_cpu_tiny_job, whose default config is each asset's default, so what the file leaves out is the default."""
+    from jobs import DEFAULT_TRAINING_JOB
+
+    own = f"train_{preset}_job"
+    return own if not Path(preset).suffix and own in jobs else DEFAULT_TRAINING_JOB
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu_tiny", help="a configs/<name>.yaml preset (default cpu_tiny)")
+    parser.add_argument("--preset", default="cpu_tiny",
+                        help="a preset's name under configs/ (default cpu_tiny) or the path of a run-config YAML file")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("dagster").setLevel(logging.INFO)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("pet_model_job")
+    job = defs.resolve_job_def(job_name(args.preset, {j.name for j in defs.resolve_all_job_defs()}))
     started = time.perf_counter()
     result = job.execute_in_process(run_config=load_preset(args.preset), instance=instance, raise_on_error=False)
     seconds = time.perf_counter() - started

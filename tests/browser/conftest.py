@@ -1,7 +1,8 @@
 """A real `dagster dev` on loopback and Debian's Chromium driven by Playwright, for the UI journey tests.
 
-`dagster dev` runs in a throwaway folder (its own DAGSTER_HOME, artifact root, checkpoints and registry), on a
-free port, so the journeys never touch a developer's instance. Chromium is the system's (`apt-get install
+`dagster dev` runs the browser tests' code location (tests/browser/workspace.yaml: production's Definitions plus
+the UI smoke fixture's job) in a throwaway folder (its own DAGSTER_HOME, artifact root, checkpoints and registry),
+on a free port, so the journeys never touch a developer's instance. Chromium is the system's (`apt-get install
 chromium`); Playwright never downloads a browser. Screenshots go to $LLM_ASSETS_SCREENSHOT_DIR (default
 test-artifacts/screenshots at the repository root), one per step, and `dagster dev`'s log beside them.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+WORKSPACE = Path(__file__).resolve().parent / "workspace.yaml"
 SCREENSHOTS = Path(os.environ.get("LLM_ASSETS_SCREENSHOT_DIR", REPO / "test-artifacts" / "screenshots"))
 # Two shared cores: dagster dev loads the code location (torch, transformers) in a subprocess before it answers.
 STARTUP_TIMEOUT_S = 300
@@ -144,8 +146,7 @@ def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
     ui = DagsterUI(url=f"http://127.0.0.1:{port}", home=home, workdir=workdir, env=env, log=log)
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", "llm_assets.definitions", "-h", "127.0.0.1",
-             "-p", str(port)],
+            [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_loaded(ui, process)

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,7 +23,8 @@ from llm_assets.presets import load_preset
 
 pytestmark = pytest.mark.timeout(900)
 
-PRESET_JOB = "train_ui_smoke_job"  # jobs/ makes it from configs/ui_smoke.yaml
+PRESET_JOB = "train_ui_smoke_job"  # tests/browser/definitions.py makes it from the fixture below
+UI_SMOKE = Path(__file__).resolve().parents[1] / "fixtures" / "ui_smoke.yaml"
 RUN_TIMEOUT_MS = 480_000  # the smoke preset takes about a minute alone; the machine is shared
 MODEL = "pet-brain"
 TRAINING_LINE = re.compile(r"lora_adapter step \d+/\d+ epoch [\d.]+ loss \d+\.\d+")
@@ -83,7 +85,7 @@ def trained(dagster_ui) -> str:
 
     host, port = dagster_ui.url.removeprefix("http://").split(":")
     run_id = DagsterGraphQLClient(host, port_number=int(port)).submit_job_execution(
-        PRESET_JOB, run_config=load_preset("ui_smoke"))
+        PRESET_JOB, run_config=load_preset(UI_SMOKE))
     status = wait_for_run(dagster_ui, run_id)
     assert status == "SUCCESS", f"{PRESET_JOB} run {run_id} ended {status}; dagster dev log:\n{dagster_ui.log_tail()}"
     return run_id
@@ -104,7 +106,7 @@ def test_journey_1_launchpad_preset_live_logs_and_success(page, dagster_ui, scre
     editor.wait_for()
     page.get_by_text("No errors").wait_for()
     shown = yaml.safe_load(editor.evaluate("el => el.CodeMirror.getValue()"))
-    assert shown == load_preset("ui_smoke"), "the Launchpad does not show configs/ui_smoke.yaml as the run config"
+    assert shown == load_preset(UI_SMOKE), "the Launchpad does not show tests/fixtures/ui_smoke.yaml as the run config"
     shot(page, screenshot_dir, "journey1-01-launchpad-preset")
 
     page.get_by_role("button", name="Launch Run").click()
@@ -122,7 +124,7 @@ def test_journey_1_launchpad_preset_live_logs_and_success(page, dagster_ui, scre
     page.get_by_text("Success", exact=True).first.wait_for(timeout=RUN_TIMEOUT_MS)
     assert run_status(dagster_ui, run_id) == "SUCCESS"
     lines = page.get_by_text(TRAINING_LINE).all_inner_texts()
-    max_steps = load_preset("ui_smoke")["ops"]["lora_adapter"]["config"]["max_steps"]
+    max_steps = load_preset(UI_SMOKE)["ops"]["lora_adapter"]["config"]["max_steps"]
     assert any(f"step {max_steps}/{max_steps}" in line for line in lines), lines
     assert len(lines) >= 2, f"expected a progress line per logged step, saw {lines}"
     shot(page, screenshot_dir, "journey1-03-run-succeeded")
@@ -134,7 +136,7 @@ def test_journey_2_eval_report_metrics_plots_and_model_card(page, dagster_ui, tr
     metrics = page.get_by_role("row").filter(has=page.get_by_text("metrics", exact=True))
     for header in ("strict acc", "exact match", "invalid", "ms/example"):
         metrics.get_by_text(header, exact=True).wait_for()
-    export = load_preset("ui_smoke")["ops"]["gguf_model"]["config"]
+    export = load_preset(UI_SMOKE)["ops"]["gguf_model"]["config"]
     for variant in [export["float_type"], *export["quantizations"]]:
         metrics.get_by_role("cell", name=variant, exact=True).wait_for()
     shot(page, screenshot_dir, "journey2-01-eval-report-metrics")
