@@ -1,8 +1,10 @@
 """The code location: one Definitions object, assembled here and nowhere else.
 
-LLM_ASSETS_ENV picks the resources: "local" (default) keeps artifacts in
-./artifacts; "production" reads the artifact root and S3 credentials from
-environment variables at run time (never at import time).
+LLM_ASSETS_ENV picks a column of ENVIRONMENTS: "local" (default) or "production". It is the variable read
+at import (Dagster's pattern for choosing resources per deployment; the Kubernetes namespace is the one
+exception left, see _compute_resources); every other setting is a dg.EnvVar or a resource field read when
+the resource is used, so a changed variable takes effect without re-importing this module, and a secret
+is never part of the code location's snapshot.
 """
 
 import os
@@ -15,32 +17,48 @@ from resources.artifact_store import ArtifactStoreResource
 from resources.manifest_io_manager import ManifestIOManager
 from resources.registry import ModelRegistryResource
 from resources.retraining import RetrainingResource
+from resources.watched_s3 import WatchedS3Resource
 from sensors import all_sensors
 
+ENV_VAR = "LLM_ASSETS_ENV"
 
-
-
-def _resources(env: str) -> dict:
-    if env == "local":
-        store = ArtifactStoreResource(root=os.environ.get("LLM_ASSETS_ARTIFACT_ROOT", "./artifacts"))
-    elif env == "production":
-        store = ArtifactStoreResource(
-            root=dg.EnvVar("LLM_ASSETS_ARTIFACT_ROOT"),
-            s3_endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"),
-            aws_region=dg.EnvVar("AWS_REGION"),
+# What differs between environments. Locally every field is left unset, so each is read from its variable
+# when used (LLM_ASSETS_ARTIFACT_ROOT else ./artifacts; LLM_ASSETS_REGISTRY_URL else $DAGSTER_HOME/registry.db;
+# the S3 variables else boto3's chain). Production names the same variables as dg.EnvVar: required there, so an
+# unset one fails the run at its start, naming the variable. The store and the watched prefix read one set of
+# S3 variables (S3Settings.to_env's, which the workers get too). Production's AWS_SESSION_TOKEN stays a
+# use-time read: a required EnvVar would fail every deployment with long-lived keys.
+ENVIRONMENTS: dict[str, dict[str, dg.ConfigurableResource]] = {
+    "local": {
+        "artifact_store": ArtifactStoreResource(),
+        "model_registry": ModelRegistryResource(),
+        "watched_s3": WatchedS3Resource(),
+    },
+    "production": {
+        "artifact_store": ArtifactStoreResource(
+            root=dg.EnvVar("LLM_ASSETS_ARTIFACT_ROOT"), s3_endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"),
+            aws_region=dg.EnvVar("AWS_REGION"), aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY")),
+        "model_registry": ModelRegistryResource(url=dg.EnvVar("LLM_ASSETS_REGISTRY_URL")),
+        "watched_s3": WatchedS3Resource(
+            endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"), region_name=dg.EnvVar("AWS_REGION"),
             aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-        )
-        registry = ModelRegistryResource(url=dg.EnvVar("LLM_ASSETS_REGISTRY_URL"))
-    else:
-        raise ValueError(f"LLM_ASSETS_ENV={env!r}: expected 'local' or 'production'")
-    if env == "local":  # url unset: LLM_ASSETS_REGISTRY_URL or $DAGSTER_HOME/registry.db, read at use time
-        registry = ModelRegistryResource()
-    return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-            "model_registry": registry, **_retraining_resources(env), **_compute_resources(env)}
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY")),
+    },
+}
 
 
-def _compute_resources(env: str) -> dict:
+def resources_for(env: str) -> dict:
+    """One environment's resources: its column of ENVIRONMENTS plus the entries every environment shares."""
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"{ENV_VAR}={env!r} is not a known environment; expected one of: {', '.join(ENVIRONMENTS)}")
+    chosen = ENVIRONMENTS[env]
+    return {**chosen, "io_manager": ManifestIOManager(artifact_store=chosen["artifact_store"]),
+            "retraining": RetrainingResource(),  # watch_dir / watch_s3_uri: read at each sensor tick
+            **_compute_resources()}
+
+
+def _compute_resources() -> dict:
     """Where stages may run, by the name a stage's `compute` config picks (default: in process).
 
     Plain objects, not Dagster-initialised resources: a backend's secrets (dg.EnvVar) are read only
@@ -56,6 +74,8 @@ def _compute_resources(env: str) -> dict:
     return {"compute_backends": ComputeBackends({
         "local": LocalProcessBackend(),
         "detached": DetachedProcessBackend(),
+        # The one setting still read at import: K8sBackend hands `namespace` to the Kubernetes client as it
+        # is, so it can become dg.EnvVar("LLM_ASSETS_K8S_NAMESPACE") once the backend resolves it at launch.
         "kubernetes": K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"),
                                  namespace=os.environ.get("LLM_ASSETS_K8S_NAMESPACE") or None),
         "runpod": RunPodBackend(api_key=dg.EnvVar("RUNPOD_API_KEY")),
@@ -64,29 +84,10 @@ def _compute_resources(env: str) -> dict:
     })}
 
 
-def _retraining_resources(env: str) -> dict:
-    """What new_data_sensor watches (unset: nothing) and the S3 client it lists with (dagster-aws).
-
-    Locally boto3's own chain applies (AWS_* variables, AWS_ENDPOINT_URL for MinIO or moto); in production the
-    same variables as the artifact store.
-    """
-    from dagster_aws.s3 import S3Resource
-
-    retraining = RetrainingResource(watch_dir=os.environ.get("LLM_ASSETS_WATCH_DIR") or None,
-                                    watch_s3_uri=os.environ.get("LLM_ASSETS_WATCH_S3_URI") or None)
-    if env == "production":
-        watched_s3 = S3Resource(endpoint_url=dg.EnvVar("LLM_ASSETS_S3_ENDPOINT_URL"),
-                                region_name=dg.EnvVar("AWS_REGION"), aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-                                aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"))
-    else:
-        watched_s3 = S3Resource()
-    return {"retraining": retraining, "watched_s3": watched_s3}
-
-
 defs = dg.Definitions(
     assets=PIPELINE_ASSETS,
     asset_checks=PIPELINE_CHECKS,
     jobs=all_jobs,
     sensors=all_sensors,
-    resources=_resources(os.environ.get("LLM_ASSETS_ENV", "local")),
+    resources=resources_for(os.environ.get(ENV_VAR, "local")),
 )

@@ -13,10 +13,6 @@ from resources.registry import ModelRegistryResource
 from resources.retraining import RetrainingResource
 
 
-def _sources(retraining: RetrainingResource) -> list[str]:
-    return [s for s in (retraining.watch_dir, retraining.watch_s3_uri) if s]
-
-
 @dg.sensor(job_name="retrain_job", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches the `retraining` resource's watch_dir and watch_s3_uri. A new or changed *.jsonl "
                        "starts one retrain_job run on that source once every new file has been unchanged for "
@@ -24,7 +20,7 @@ def _sources(retraining: RetrainingResource) -> list[str]:
                        "run, so the same data never starts two runs. Deleted files are reported, not retrained on.")
 def new_data_sensor(context: dg.SensorEvaluationContext, retraining: RetrainingResource, watched_s3: S3Resource,
                     model_registry: ModelRegistryResource):
-    sources = _sources(retraining)
+    sources = retraining.sources()
     if not sources:
         return dg.SkipReason("no data source is watched: set watch_dir or watch_s3_uri on the `retraining` resource "
                              "(LLM_ASSETS_WATCH_DIR / LLM_ASSETS_WATCH_S3_URI)")

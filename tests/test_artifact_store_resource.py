@@ -9,6 +9,7 @@ import pytest
 
 from llm_assets.core.artifacts import ArtifactNotFoundError, LocalArtifactStore, S3ArtifactStore
 from llm_assets.core.errors import ConfigError
+from llm_assets.core.s3_settings import S3Settings
 from resources import ArtifactStoreResource
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-never-printed"
@@ -52,6 +53,7 @@ def test_every_field_is_described():
 
 
 def test_default_root_resolves_against_cwd_at_use_time(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLM_ASSETS_ARTIFACT_ROOT", raising=False)
     resource = ArtifactStoreResource()
     for cwd in (tmp_path / "a", tmp_path / "b"):
         cwd.mkdir()
@@ -61,6 +63,35 @@ def test_default_root_resolves_against_cwd_at_use_time(tmp_path, monkeypatch):
     assert ArtifactStoreResource(root=(tmp_path / "x").as_uri()).store().root == tmp_path / "x"
     with pytest.raises(ConfigError, match="ftp://"):
         ArtifactStoreResource(root="ftp://host/x").store()
+
+
+def test_unset_root_is_the_variable_read_when_the_store_is_used(tmp_path, monkeypatch):
+    resource = ArtifactStoreResource()
+    for name in ("first", "second"):
+        monkeypatch.setenv("LLM_ASSETS_ARTIFACT_ROOT", str(tmp_path / name))
+        assert resource.root_uri() == str(tmp_path / name) and resource.store().root == tmp_path / name
+    assert ArtifactStoreResource(root=str(tmp_path / "given")).store().root == tmp_path / "given"
+
+
+def test_s3_settings_are_the_configured_fields_else_the_variables_when_used(monkeypatch):
+    for name, value in {"LLM_ASSETS_S3_ENDPOINT_URL": "http://env:9000", "AWS_REGION": "eu-west-1",
+                        "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_SESSION_TOKEN": "env-token", "TEST_AWS_SECRET_ACCESS_KEY": "configured-secret",
+                        "TEST_AWS_ACCESS_KEY_ID": "AKIACONFIGURED"}.items():
+        monkeypatch.setenv(name, value)
+    unset = ArtifactStoreResource()
+    assert unset.s3_settings() == S3Settings("http://env:9000", "eu-west-1", "AKIAENV", SECRET, "env-token")
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")  # read now, not when the resource was made
+    assert unset.s3_settings().region == "ap-south-1"
+    configured = ArtifactStoreResource(s3_endpoint_url="http://given:1",
+                                       aws_access_key_id=dg.EnvVar("TEST_AWS_ACCESS_KEY_ID"),
+                                       aws_secret_access_key=dg.EnvVar("TEST_AWS_SECRET_ACCESS_KEY"))
+    settings = configured.s3_settings()
+    assert (settings.endpoint_url, settings.region, settings.access_key_id, settings.secret_access_key) == (
+        "http://given:1", "ap-south-1", "AKIACONFIGURED", "configured-secret")
+    assert settings.session_token is None  # the environment's token belongs to the environment's key
+    assert settings.public() == {"endpoint_url": "http://given:1", "region": "ap-south-1"}
+    assert SECRET not in repr(unset.s3_settings()) and "configured-secret" not in repr(settings)
 
 
 def test_local_resource_in_a_dagster_run(tmp_path):
