@@ -16,6 +16,7 @@ from llm_assets.core.artifacts import (
     cas_key, folder_sha256, run_key, sha256_file, store_from_uri, validate_key,
 )
 from llm_assets.core.errors import ArtifactIntegrityError, ConfigError, DataFormatError
+from llm_assets.core.s3_settings import S3Settings
 
 SECRET = "s3cr3t-value-never-shown-9f8e7d"
 
@@ -76,10 +77,10 @@ def test_keys():
 
 def test_store_from_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    local = store_from_uri("rel/artifacts", endpoint_url=None)
+    local = store_from_uri("rel/artifacts", s3=S3Settings(endpoint_url="http://ignored-for-a-folder:1"))
     assert isinstance(local, LocalArtifactStore) and local.root == tmp_path / "rel" / "artifacts"
     assert store_from_uri((tmp_path / "x").as_uri()).root == tmp_path / "x"
-    s3 = store_from_uri("s3://bucket/some/prefix/", endpoint_url="http://127.0.0.1:1", region_name=None)
+    s3 = store_from_uri("s3://bucket/some/prefix/", s3=S3Settings(endpoint_url="http://127.0.0.1:1"))
     assert isinstance(s3, S3ArtifactStore)
     assert s3.uri_for("a/b.txt") == "s3://bucket/some/prefix/a/b.txt"
     with pytest.raises(ConfigError, match="gs://b"):
@@ -274,8 +275,8 @@ def s3_store(s3_endpoint, request) -> S3ArtifactStore:
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key=SECRET)
     client.create_bucket(Bucket=bucket)
-    return S3ArtifactStore(bucket, prefix="llm", endpoint_url=s3_endpoint, region_name="us-east-1",
-                           aws_access_key_id="testing", aws_secret_access_key=SECRET)
+    return S3ArtifactStore(bucket, prefix="llm", s3=S3Settings(endpoint_url=s3_endpoint, region="us-east-1",
+                                                               access_key_id="testing", secret_access_key=SECRET))
 
 
 def test_s3_file_round_trip(s3_store, tmp_path):

@@ -203,8 +203,9 @@ def test_gguf_fetched_from_s3_and_verified(ggufs, versions, serve_config, monkey
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
         from llm_assets.core.artifacts_s3 import S3ArtifactStore
+        from llm_assets.core.s3_settings import S3Settings
 
-        art = S3ArtifactStore("models", "pet", endpoint_url=endpoint).put_content_addressed(ggufs["b"])
+        art = S3ArtifactStore("models", "pet", S3Settings(endpoint_url=endpoint)).put_content_addressed(ggufs["b"])
         v1 = versions.add(ggufs["a"])
         v2 = versions.registry.register(MODEL, gguf_uri=art.uri, gguf_sha256=art.sha256, gguf_bytes=art.size,
                                         gate_passed=True, metrics={"strict_accuracy": 0.0}).version
