@@ -1,6 +1,6 @@
 # The worker image: what a Kubernetes pod, a RunPod pod or a Vast.ai instance runs.
 #   docker build -f docker/worker.Dockerfile -t <registry>/llm-assets-worker:<tag> .
-# Entry: python -m llm_assets.worker {training|export|evaluation} (the backend passes the stage);
+# Entry: python -m llm_assets.compute.worker {training|export|evaluation} (the backend passes the stage);
 # with more than one GPU the backend runs it through torchrun instead.
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
@@ -32,4 +32,4 @@ RUN pip install --no-cache-dir -c /opt/torch-constraint.txt .
 
 # No credentials in the image: the backend injects DAGSTER_PIPES_*, the S3 endpoint and keys at launch.
 ENTRYPOINT []
-CMD ["python", "-m", "llm_assets.worker"]
+CMD ["python", "-m", "llm_assets.compute.worker"]

@@ -1,8 +1,8 @@
-"""Dagster Config classes: the core's pydantic hyperparameters, shown in the Launchpad.
+"""Dagster Config classes: each stage's pydantic params, shown in the Launchpad, plus where it runs.
 
-Each class inherits its fields, descriptions and bounds from
-llm_assets.core.hyperparameters, so the Launchpad, the YAML presets and the
-core can never disagree. Invalid values fail before any compute starts.
+Built from the stage table (llm_assets.stages.STAGES): each class inherits its fields, descriptions and
+bounds from llm_assets.core.hyperparameters, so the Launchpad, the YAML presets and the core can never
+disagree, and adds `compute`. Invalid values fail before any compute starts.
 """
 
 from typing import Collection, Optional
@@ -10,7 +10,7 @@ from typing import Collection, Optional
 import dagster as dg
 from pydantic import Field
 
-from llm_assets.core import hyperparameters as hp
+from llm_assets.stages import STAGES, Stage
 
 COMPUTE_FIELD_DESCRIPTION = (
     "Where this stage runs: 'in_process' (default: inside the Dagster step on this machine) or the name of a "
@@ -19,49 +19,17 @@ COMPUTE_FIELD_DESCRIPTION = (
     "deployment does not know fails the run's first step, listing the known ones.")
 
 
-class RawDatasetConfig(dg.Config, hp.RawDataParams):
-    """Where the raw examples come from."""
+def _config_class(stage: Stage) -> type[dg.Config]:
+    """The Launchpad config of a stage: its core params class as a dg.Config, plus `compute`."""
+    name = stage.params.__name__.removesuffix("Params") + "Config"
+    return type(name, (dg.Config, stage.params), {
+        "__module__": __name__, "__doc__": stage.params.__doc__,
+        "__annotations__": {"compute": str},
+        "compute": Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)})
 
 
-class TrainingDatasetConfig(dg.Config, hp.DatasetParams):
-    """How raw examples become a validated train/validation split."""
-
-
-class BenchmarkConfig(dg.Config, hp.BenchmarkParams):
-    """The fixed benchmark; versioned apart from the training data."""
-
-
-class BaseModelConfig(dg.Config, hp.BaseModelParams):
-    """The base model to fine-tune."""
-
-
-class TrainingConfig(dg.Config, hp.TrainingParams):
-    """Fine-tuning hyperparameters."""
-
-    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
-
-
-class ExportConfig(dg.Config, hp.ExportParams):
-    """Which GGUF files to write."""
-
-    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
-
-
-class EvalConfig(dg.Config, hp.EvalParams):
-    """Benchmark evaluation and the accuracy gate."""
-
-    compute: str = Field(default="in_process", description=COMPUTE_FIELD_DESCRIPTION)
-
-
-CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {
-    "raw_dataset": RawDatasetConfig,
-    "training_dataset": TrainingDatasetConfig,
-    "eval_benchmark": BenchmarkConfig,
-    "base_model": BaseModelConfig,
-    "lora_adapter": TrainingConfig,
-    "gguf_model": ExportConfig,
-    "eval_report": EvalConfig,
-}
+# asset name -> its config class, one per entry of the stage table
+CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {asset: _config_class(stage) for asset, stage in STAGES.items()}
 
 
 def validate_run_config(run_config: dict, compute_names: Optional[Collection[str]] = None) -> None:

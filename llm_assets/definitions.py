@@ -1,8 +1,7 @@
 """The code location: one Definitions object, assembled here and nowhere else.
 
 LLM_ASSETS_ENV picks a column of ENVIRONMENTS: "local" (default) or "production". It is the variable read
-at import (Dagster's pattern for choosing resources per deployment; the Kubernetes namespace is the one
-exception left, see _compute_resources); every other setting is a dg.EnvVar or a resource field read when
+at import (Dagster's pattern for choosing resources per deployment); every other setting is a dg.EnvVar or a resource field read when
 the resource is used, so a changed variable takes effect without re-importing this module, and a secret
 is never part of the code location's snapshot.
 """
@@ -64,20 +63,18 @@ def _compute_resources() -> dict:
     Plain objects, not Dagster-initialised resources: a backend's secrets (dg.EnvVar) are read only
     when a stage launches on it, so an unset provider key fails only the runs that pick that provider.
     """
-    from resources.compute import ComputeBackends, LocalProcessBackend
-    from resources.compute_k8s import K8sBackend
-    from resources.compute_remote import DetachedProcessBackend
-    from resources.compute_kaggle import KaggleBackend
-    from resources.compute_runpod import RunPodBackend
-    from resources.compute_vastai import VastAIBackend
+    from llm_assets.compute.backends import ComputeBackends, LocalProcessBackend
+    from llm_assets.compute.backends.kubernetes import K8sBackend
+    from llm_assets.compute.backends.remote import DetachedProcessBackend
+    from llm_assets.compute.backends.kaggle import KaggleBackend
+    from llm_assets.compute.backends.runpod import RunPodBackend
+    from llm_assets.compute.backends.vastai import VastAIBackend
 
     return {"compute_backends": ComputeBackends({
         "local": LocalProcessBackend(),
         "detached": DetachedProcessBackend(),
-        # The one setting still read at import: K8sBackend hands `namespace` to the Kubernetes client as it
-        # is, so it can become dg.EnvVar("LLM_ASSETS_K8S_NAMESPACE") once the backend resolves it at launch.
         "kubernetes": K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"),
-                                 namespace=os.environ.get("LLM_ASSETS_K8S_NAMESPACE") or None),
+                                 namespace=dg.EnvVar("LLM_ASSETS_K8S_NAMESPACE")),
         "runpod": RunPodBackend(api_key=dg.EnvVar("RUNPOD_API_KEY")),
         "vastai": VastAIBackend(api_key=dg.EnvVar("VAST_API_KEY")),
         "kaggle": KaggleBackend(username=dg.EnvVar("KAGGLE_USERNAME"), key=dg.EnvVar("KAGGLE_KEY")),

@@ -23,7 +23,7 @@ def resources_for(root, **registry) -> dict:
     from resources.registry import ModelRegistryResource
 
     store = ArtifactStoreResource(root=str(root))
-    from resources.compute import ComputeBackends, LocalProcessBackend
+    from llm_assets.compute.backends import ComputeBackends, LocalProcessBackend
 
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
             "model_registry": ModelRegistryResource(url=f"sqlite:///{root}/registry.db", **registry),

@@ -1,12 +1,15 @@
-"""The layers the architecture promises: the pure core, the stage bodies, the presets and the server never import
-dagster (a worker on a rented GPU and the server on a Raspberry Pi run without it)."""
+"""The layers the architecture promises: the pure core, the stages, the worker and what it uses, the provider
+clients, the presets and the server never import dagster (a worker on a rented GPU and the server on a Raspberry
+Pi run without it; only compute backends and assets, which run in the orchestrator, do)."""
 
 import subprocess
 import sys
 
 import pytest
 
-PACKAGES_WITHOUT_DAGSTER = ["llm_assets.core", "llm_assets.compute", "llm_assets.serving", "llm_assets.presets"]
+PACKAGES_WITHOUT_DAGSTER = ["llm_assets.core", "llm_assets.stages", "llm_assets.compute.worker",
+                            "llm_assets.compute.launch", "llm_assets.compute.cost", "llm_assets.compute.checkpoint_sync",
+                            "llm_assets.compute.providers", "llm_assets.serving", "llm_assets.presets"]
 
 PROBE = """
 import importlib, pkgutil, sys

@@ -114,7 +114,7 @@ def test_s3_resource_outside_dagster_resolves_env_vars(s3_env, tmp_path):
     resource = s3_resource(s3_env)
     store = resource.store()
     assert isinstance(store, S3ArtifactStore)
-    assert (store.bucket, store.prefix, store.endpoint_url) == ("artifacts", "pipeline", s3_env)
+    assert (store.bucket, store.prefix, store.s3.endpoint_url) == ("artifacts", "pipeline", s3_env)
     (tmp_path / "a.txt").write_text("hello")
     assert store.s3.secret_access_key == SECRET  # the value, not the variable's name
     art = store.put_file(tmp_path / "a.txt", "runs/r1/a.txt")

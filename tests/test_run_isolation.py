@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import dagster as dg
 import pytest
@@ -77,10 +78,15 @@ def runs(tmp_path_factory):
         with dg.instance_for_test(set_dagster_home=False, temp_dir=str(root / "dagster"),
                                   overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
             logs = {name: open(root / f"run-{name}.log", "w") for name in CONFIGS}
-            children = {name: subprocess.Popen(
-                [sys.executable, "-c", CHILD, instance.root_directory, json.dumps(config)], env=env,
-                stdout=subprocess.PIPE, stderr=logs[name], text=True)
-                for name, config in CONFIGS.items()}  # started together
+            children = {}
+            for name, config in CONFIGS.items():
+                children[name] = subprocess.Popen(
+                    [sys.executable, "-c", CHILD, instance.root_directory, json.dumps(config)], env=env,
+                    stdout=subprocess.PIPE, stderr=logs[name], text=True)
+                # Seconds apart, as the sensors start runs: two steps asking for the pool's first free slot in
+                # the same instant can both get it on SQLite storage (Dagster's claim is a select, then an
+                # update, with no row lock there); PostgreSQL's SELECT ... FOR UPDATE serializes them.
+                time.sleep(3)
             run_ids = {name: child.communicate(timeout=900)[0].strip() for name, child in children.items()}
             for log in logs.values():
                 log.close()

@@ -10,6 +10,7 @@
   same config, anything unclassified) are re-raised as `dg.Failure(
   allow_retries=False)` whose first line is the classified cause; the run's
   log and its failure message start with it.
+- `stage_options(asset)`: the @dg.asset options the stage table decides (pool, retries, automation).
 - `follows(parent)`: declarative automation for the stages after training:
   export follows a new adapter, evaluation a new GGUF, registration a new
   report, each once the upstream blocking checks passed. A run that already
@@ -22,7 +23,8 @@ import functools
 
 import dagster as dg
 
-from resources.compute import raise_with_verdict
+from llm_assets.compute.backends import raise_with_verdict
+from llm_assets.stages import get_stage
 
 # The steps that take every core of a machine for minutes (pretraining, fine-tuning, GGUF export, llama.cpp
 # evaluation) share this Dagster concurrency pool, so runs can take turns; the limit lives in the instance
@@ -59,3 +61,15 @@ def follows(*parents: str) -> dg.AutomationCondition:
         & ~dg.AutomationCondition.in_progress()
         & dg.AutomationCondition.all_deps_blocking_checks_passed()
     ).with_label(f"follows {', '.join(parents)}")
+
+
+def stage_options(asset: str) -> dict:
+    """The @dg.asset options of a stage, from the stage table: every stage retries retryable failures; heavy
+    ones share the compute pool; those that follow another asset get their automation condition."""
+    stage = get_stage(asset)
+    options: dict = {"retry_policy": COMPUTE_RETRY_POLICY}
+    if stage.heavy:
+        options["pool"] = COMPUTE_POOL
+    if stage.follows:
+        options["automation_condition"] = follows(*stage.follows)
+    return options

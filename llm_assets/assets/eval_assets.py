@@ -1,27 +1,26 @@
-"""Evaluation stage: the shipped GGUF files and the untuned baseline on the benchmark, and the accuracy gate."""
+"""Evaluation group: every GGUF variant and the untuned baseline on the benchmark, and the accuracy gate.
+
+eval_report runs its stage (llm_assets/stages/evaluation.py, which decides the gate once) where its config's
+`compute` says; accuracy_gate only reports that decision.
+"""
 
 import dagster as dg
 
-from llm_assets.assets.automation import COMPUTE_POOL, COMPUTE_RETRY_POLICY, fail_fast, follows
-from llm_assets.assets.compute_routing import run_stage_asset
-from llm_assets.config import EvalConfig
+from llm_assets.assets.automation import fail_fast, stage_options
+from llm_assets.compute.backends import ComputeBackends
+from llm_assets.config import CONFIG_BY_ASSET
 from resources.artifact_store import ArtifactStoreResource
-from resources.compute import ComputeBackends
 
 
-@dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"],
-          retry_policy=COMPUTE_RETRY_POLICY, pool=COMPUTE_POOL, automation_condition=follows("gguf_model"))
+@dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"], **stage_options("eval_report"))
 @fail_fast
-def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource,
-                compute_backends: dg.ResourceParam[ComputeBackends], gguf_model: dict, eval_benchmark: dict,
-                base_model: dict, lora_adapter: dict, training_dataset: dict) -> dg.Output:
-    """Every GGUF variant, and the untuned base model as baseline, answering the benchmark through llama.cpp.
-
-    Runs where `config.compute` says; the stage body is llm_assets.compute.evaluation_stage.evaluate.
-    """
-    return run_stage_asset(context, "evaluation", {
-        "gguf_model": gguf_model, "eval_benchmark": eval_benchmark, "base_model": base_model,
-        "lora_adapter": lora_adapter, "training_dataset": training_dataset}, config, artifact_store, compute_backends)
+def eval_report(context: dg.AssetExecutionContext, config: CONFIG_BY_ASSET["eval_report"],
+                artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends],
+                gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict,
+                training_dataset: dict) -> dg.Output:
+    """Every GGUF variant, and the untuned base model as baseline, answering the benchmark through llama.cpp."""
+    return compute_backends.run(context, config, artifact_store, gguf_model=gguf_model, eval_benchmark=eval_benchmark,
+                                base_model=base_model, lora_adapter=lora_adapter, training_dataset=training_dataset)
 
 
 @dg.asset_check(asset=eval_report,

@@ -1,11 +1,15 @@
-"""Where a stage runs: the pieces every compute backend shares, free of dagster.
+"""Where a stage runs. What a stage does lives in llm_assets.stages; this package only decides the machine.
 
-- `stages.py`: the training, export and evaluation stage bodies as plain functions; the Dagster
-  assets (in process) and the worker (`python -m llm_assets.worker STAGE`, anywhere) both call them.
-- `launch.py`: the worker's command line (torchrun when a machine has more than one GPU), the job
-  identity that lets a restarted orchestrator re-attach, and the environment a remote machine gets.
-- `cost.py`: hourly price x duration, cost per training example, the per-run budget cap.
-- `checkpoint_sync.py`: training checkpoints mirrored to the artifact store, so a new machine resumes.
+- `backends/`: the Dagster side. `ComputeBackends.run` is the one routing: the asset's config field
+  `compute` names a backend (`in_process`, `local`, `detached`, `kubernetes`, `runpod`, `vastai`, `kaggle`),
+  which runs the stage in the step or starts the worker elsewhere through Dagster Pipes.
+- `worker.py`: `python -m llm_assets.compute.worker ASSET`, the same entry point on every machine.
+- `providers/`: the GPU clouds' API clients (RunPod, Vast.ai, Kaggle) without Dagster, and the loop
+  that watches a machine.
+- `launch.py`: the worker's command line, the job identity a restarted orchestrator re-attaches by,
+  the environment a remote machine gets. `cost.py`: price x duration and the budget cap.
+  `checkpoint_sync.py`: training checkpoints mirrored to the artifact store, so a new machine resumes.
 
-Failures are classified by `llm_assets.core.failures` (retryable vs fatal).
+A worker's exit gets its verdict in one place, llm_assets.core.failures (`exit_status`, `error_from_exit`).
+The worker and everything it imports stay free of dagster (tests/test_architecture.py).
 """

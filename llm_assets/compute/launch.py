@@ -1,6 +1,6 @@
 """How a backend starts the worker, and how a restarted orchestrator finds the job it started.
 
-- `worker_command(stage, gpus)`: `python -m llm_assets.worker STAGE`, or through `torchrun
+- `worker_command(stage, gpus)`: `python -m llm_assets.compute.worker ASSET`, or through `torchrun
   --standalone --nproc_per_node=N` when the machine has N > 1 GPUs (DDP; rank 0 alone talks to Dagster).
 - `job_key(stage, inputs, config)`: the identity of a piece of work (same stage, same upstream
   artifacts, same config => same key). A `JobRecord` stored at `compute/jobs/<key>.json` in the
@@ -21,31 +21,22 @@ from pathlib import Path
 from typing import Optional
 
 from llm_assets.core.artifacts import ArtifactNotFoundError, ArtifactStore
-from llm_assets.core.errors import ConfigError
-
-# stage name -> the asset it materializes
-STAGES = {"training": "lora_adapter", "export": "gguf_model", "evaluation": "eval_report"}
+from llm_assets.core.s3_settings import S3Settings
+from llm_assets.stages import get_stage
 
 # Variables the worker reads (besides DAGSTER_PIPES_CONTEXT / DAGSTER_PIPES_MESSAGES).
-ENV_S3_ENDPOINT = "LLM_ASSETS_S3_ENDPOINT_URL"   # S3-compatible endpoint of the artifact store (unset: AWS)
 ENV_FLUSH_SECONDS = "LLM_ASSETS_PIPES_FLUSH_SECONDS"  # how often the worker uploads message chunks
 ENV_CHECKPOINT_DIR = "LLM_ASSETS_CHECKPOINT_DIR"  # local scratch for checkpoints on the machine
 JOB_STATES = ("running", "finished")
 
 
-def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise ConfigError("stage", stage, f"expected one of {sorted(STAGES)}")
-    return stage
-
-
 def worker_command(stage: str, gpus: int = 0, python: str = "python") -> list[str]:
     """The command line a machine runs; torchrun spreads training over more than one GPU."""
-    check_stage(stage)
+    get_stage(stage)
     if gpus > 1:
         return ["torchrun", "--standalone", "--nnodes=1", f"--nproc_per_node={gpus}",
-                "-m", "llm_assets.worker", stage]
-    return [python, "-m", "llm_assets.worker", stage]
+                "-m", "llm_assets.compute.worker", stage]
+    return [python, "-m", "llm_assets.compute.worker", stage]
 
 
 def job_key(stage: str, inputs: dict, config: dict) -> str:
@@ -110,20 +101,10 @@ def new_messages_prefix(root_prefix: str, key: str) -> str:
     return "/".join(p for p in (root_prefix.strip("/"), "compute", "pipes", key, uuid.uuid4().hex[:12]) if p)
 
 
-def worker_environment(*, s3_endpoint_url: Optional[str], aws_region: Optional[str],
-                       aws_access_key_id: Optional[str], aws_secret_access_key: Optional[str],
-                       flush_seconds: float, extra: Optional[dict] = None,
-                       aws_session_token: Optional[str] = None) -> dict[str, str]:
-    """What a remote machine needs besides the Pipes variables: the store's endpoint and credentials.
+def worker_environment(s3: S3Settings, *, flush_seconds: float, extra: Optional[dict] = None) -> dict[str, str]:
+    """What a remote machine needs besides the Pipes variables: the store's endpoint, region and credentials.
 
     The result holds secrets: hand it to the provider's secret/env mechanism, never log it.
     """
-    env = {ENV_FLUSH_SECONDS: str(flush_seconds), "PYTHONUNBUFFERED": "1"}
-    for name, value in ((ENV_S3_ENDPOINT, s3_endpoint_url), ("AWS_REGION", aws_region),
-                        ("AWS_DEFAULT_REGION", aws_region), ("AWS_ACCESS_KEY_ID", aws_access_key_id),
-                        ("AWS_SECRET_ACCESS_KEY", aws_secret_access_key),
-                        ("AWS_SESSION_TOKEN", aws_session_token)):  # temporary credentials (a role) need it
-        if value:
-            env[name] = value
-    env.update({k: str(v) for k, v in (extra or {}).items()})
-    return env
+    return {ENV_FLUSH_SECONDS: str(flush_seconds), "PYTHONUNBUFFERED": "1", **s3.to_env(),
+            **{k: str(v) for k, v in (extra or {}).items()}}

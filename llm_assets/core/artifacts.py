@@ -311,21 +311,18 @@ class LocalArtifactStore(ArtifactStore):
         return path
 
 
-def store_from_uri(root_uri: str | os.PathLike, s3: S3Settings | None = None, **legacy_s3_options) -> ArtifactStore:
+def store_from_uri(root_uri: str | os.PathLike, s3: S3Settings | None = None) -> ArtifactStore:
     """'s3://bucket/prefix' -> S3ArtifactStore reached with `s3`; 'file:///x' or a path -> LocalArtifactStore.
 
-    Relative paths resolve against the current directory now, at call time. `legacy_s3_options` are the
-    older loose form (endpoint_url=, region_name=, aws_access_key_id=, aws_secret_access_key=), kept
-    until every caller passes `s3`.
+    Relative paths resolve against the current directory now, at call time.
     """
     root = str(root_uri)
     scheme = urlparse(root).scheme
     if scheme == "s3":
         bucket, _, prefix = root.removeprefix("s3://").partition("/")
-        options = {k: v for k, v in legacy_s3_options.items() if v is not None}
         from llm_assets.core.artifacts_s3 import S3ArtifactStore
 
-        return S3ArtifactStore(bucket, prefix, s3, **options)
+        return S3ArtifactStore(bucket, prefix, s3)
     if scheme == "file":
         return LocalArtifactStore(_file_uri_to_path(root))
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme

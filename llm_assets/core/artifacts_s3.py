@@ -25,30 +25,16 @@ class S3ArtifactStore(ArtifactStore):
     """
 
     def __init__(self, bucket: str, prefix: str = "", s3: S3Settings | None = None, *,
-                 connect_timeout: float = 10, read_timeout: float = 60, max_attempts: int = 5,
-                 endpoint_url: str | None = None, region_name: str | None = None,
-                 aws_access_key_id: str | None = None, aws_secret_access_key: str | None = None):
+                 connect_timeout: float = 10, read_timeout: float = 60, max_attempts: int = 5):
         if not bucket or "/" in bucket:
             raise ConfigError("bucket", bucket, "expected a bare S3 bucket name")
-        loose = S3Settings(endpoint_url, region_name, aws_access_key_id, aws_secret_access_key)
-        if s3 is not None and loose != S3Settings():
-            raise TypeError("S3ArtifactStore: pass the settings as s3=S3Settings(...), not also as loose keywords")
-        # The loose keywords are the older form of the same settings, kept while callers move to `s3`.
-        self.s3 = s3 if s3 is not None else loose
+        self.s3 = s3 if s3 is not None else S3Settings()
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._client = self._session = None
 
     def __repr__(self) -> str:
         return f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r}, s3={self.s3!r})"
-
-    @property
-    def endpoint_url(self) -> str | None:
-        return self.s3.endpoint_url
-
-    @property
-    def region_name(self) -> str | None:
-        return self.s3.region
 
     @property
     def client(self):
@@ -69,11 +55,6 @@ class S3ArtifactStore(ArtifactStore):
         """
         self.client  # noqa: B018 - makes the session
         return self.s3.with_resolved_credentials(self._session)
-
-    def resolved_credentials(self) -> tuple[str | None, str | None, str | None]:
-        """(key id, secret, session token) as boto3's chain resolved them for this store (Nones: none found)."""
-        resolved = self.resolved_s3_settings()
-        return resolved.access_key_id, resolved.secret_access_key, resolved.session_token
 
     def _object_key(self, key: str) -> str:
         key = validate_key(key)

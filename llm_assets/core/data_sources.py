@@ -178,13 +178,11 @@ def plan_new_data(previous: NewDataCursor, current: dict[str, FileState], now: f
                 f"{source}: {what} -> data version {version}")
 
 
-def load_source_rows(source: str, s3: S3Settings | None = None, **legacy_s3_options) -> list[dict]:
+def load_source_rows(source: str, s3: S3Settings | None = None) -> list[dict]:
     """raw_dataset's rows from a local file / folder, or from the *.jsonl objects under an s3:// prefix.
 
     S3 objects are read through a temporary local copy; rows and errors name the s3:// object, not the copy.
-    `s3` says how to reach the server (None: boto3's chain). `legacy_s3_options` are the older loose form
-    (endpoint_url=, region_name=, aws_access_key_id=, aws_secret_access_key=), kept until every caller
-    passes `s3`.
+    `s3` says how to reach the server (None: boto3's chain).
     """
     import tempfile
 
@@ -195,7 +193,7 @@ def load_source_rows(source: str, s3: S3Settings | None = None, **legacy_s3_opti
     from llm_assets.core.artifacts_s3 import S3ArtifactStore
 
     bucket, prefix = split_s3_uri(source)
-    client = S3ArtifactStore(bucket, s3=s3, **legacy_s3_options).client
+    client = S3ArtifactStore(bucket, s3=s3).client
     with tempfile.TemporaryDirectory(prefix="raw-s3-") as tmp:
         local = download_s3_jsonl(client, source, tmp)
 

@@ -17,6 +17,8 @@ from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
 
 
 class RawDataParams(BaseModel):
+    """raw_dataset: where the raw examples come from."""
+
     source: str = Field(
         default="embedded:pet",
         description="Where the data comes from: 'embedded:pet' generates the bunny task's data; otherwise a "
@@ -30,6 +32,8 @@ class RawDataParams(BaseModel):
 
 
 class DatasetParams(BaseModel):
+    """training_dataset: how raw examples become a validated train/validation split."""
+
     validation_fraction: float = Field(
         default=0.05, gt=0, lt=1, description="Share of rows held out for validation loss (hash-based, stable).")
     max_tokens: int = Field(default=256, ge=8, description="Longest allowed prompt+completion, in base-model tokens.")
@@ -39,12 +43,16 @@ class DatasetParams(BaseModel):
 
 
 class BenchmarkParams(BaseModel):
+    """eval_benchmark: the fixed benchmark, versioned apart from the training data."""
+
     examples_per_category: int = Field(
         default=50, ge=1, description="Benchmark items per category (boundary, tie, no_object, phrasing, random).")
     seed: int = Field(default=20261122, description="Seed of the benchmark; changing it makes a new benchmark version.")
 
 
 class BaseModelParams(BaseModel):
+    """base_model: the causal LM to fine-tune."""
+
     model_id: str = Field(
         default=EMBEDDED_MODEL_ID,
         description="Hugging Face hub id or local folder of a causal LM, or 'embedded:tiny-llama' to build the "
@@ -61,6 +69,8 @@ class BaseModelParams(BaseModel):
 
 
 class TrainingParams(BaseModel):
+    """lora_adapter: fine-tuning hyperparameters."""
+
     method: Literal["lora", "full"] = Field(
         default="full", description="LoRA adapter, or full fine-tune (the default for the embedded tiny model, "
         "where every weight fits in memory and LoRA learned the task markedly slower).")
@@ -103,12 +113,16 @@ class TrainingParams(BaseModel):
 
 
 class ExportParams(BaseModel):
+    """gguf_model: which GGUF files to write."""
+
     float_type: Literal["f16", "f32"] = Field(default="f16", description="Unquantized GGUF type.")
     quantizations: list[str] = Field(
         default_factory=lambda: ["q8_0", "q4_k_m"], description="Quantized GGUF variants to make with llama.cpp.")
 
 
 class EvalParams(BaseModel):
+    """eval_report: benchmark evaluation and the accuracy gate."""
+
     max_new_tokens: int = Field(default=96, ge=1, description="Longest answer generated per benchmark item.")
     max_examples: int = Field(default=0, ge=0, description="Evaluate only the first N benchmark items (0: all).")
     threshold: float = Field(default=0.95, ge=0, le=1, description="Strict accuracy the deployable variant needs.")

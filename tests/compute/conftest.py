@@ -40,7 +40,7 @@ def s3_store_resource(endpoint: str, bucket: str):
 
 
 def pipeline_resources(store, backends: dict) -> dict:
-    from resources.compute import ComputeBackends
+    from llm_assets.compute.backends import ComputeBackends
     from resources.manifest_io_manager import ManifestIOManager
 
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),

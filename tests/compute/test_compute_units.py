@@ -7,21 +7,22 @@ import pytest
 
 from llm_assets.compute.cost import BudgetExceededError, CostMeter
 from llm_assets.compute.launch import job_key, worker_command, worker_environment
+from llm_assets.core.s3_settings import S3Settings
 from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import (
     EXIT_FATAL, EXIT_RETRYABLE, TransientNetworkError, classify, error_from_exit, exit_status,
 )
-from resources.compute import ComputeBackends, LocalProcessBackend, exit_code_of
-from resources.compute_k8s import K8sBackend, pod_failure
-from resources.compute_remote import DetachedProcessBackend
+from llm_assets.compute.backends import ComputeBackends, LocalProcessBackend, exit_code_of
+from llm_assets.compute.backends.kubernetes import K8sBackend, pod_failure
+from llm_assets.compute.backends.remote import DetachedProcessBackend
 
 
 def test_worker_command_single_device_and_torchrun_for_more_than_one_gpu():
-    assert worker_command("training", 0, "/py") == ["/py", "-m", "llm_assets.worker", "training"]
-    assert worker_command("export", 1) == ["python", "-m", "llm_assets.worker", "export"]
-    assert worker_command("training", 4) == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=4",
-                                             "-m", "llm_assets.worker", "training"]
-    assert LocalProcessBackend(gpus=2).command("training")[:2] == ["torchrun", "--standalone"]
+    assert worker_command("lora_adapter", 0, "/py") == ["/py", "-m", "llm_assets.compute.worker", "lora_adapter"]
+    assert worker_command("gguf_model", 1) == ["python", "-m", "llm_assets.compute.worker", "gguf_model"]
+    assert worker_command("lora_adapter", 4) == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=4",
+                                             "-m", "llm_assets.compute.worker", "lora_adapter"]
+    assert LocalProcessBackend(gpus=2).command("lora_adapter")[:2] == ["torchrun", "--standalone"]
     with pytest.raises(ConfigError, match="stage='train'"):
         worker_command("train")
 
@@ -29,9 +30,9 @@ def test_worker_command_single_device_and_torchrun_for_more_than_one_gpu():
 def test_job_key_is_the_same_for_the_same_work_and_differs_otherwise():
     inputs = {"training_dataset": {"sha256": "a" * 64, "uri": "s3://x/1"}, "base_model": {"sha256": "b" * 64}}
     moved = {**inputs, "training_dataset": {"sha256": "a" * 64, "uri": "s3://elsewhere"}}
-    assert job_key("training", inputs, {"lr": 1}) == job_key("training", moved, {"lr": 1})
-    assert job_key("training", inputs, {"lr": 1}) != job_key("training", inputs, {"lr": 2})
-    assert job_key("training", inputs, {"lr": 1}) != job_key("export", inputs, {"lr": 1})
+    assert job_key("lora_adapter", inputs, {"lr": 1}) == job_key("lora_adapter", moved, {"lr": 1})
+    assert job_key("lora_adapter", inputs, {"lr": 1}) != job_key("lora_adapter", inputs, {"lr": 2})
+    assert job_key("lora_adapter", inputs, {"lr": 1}) != job_key("gguf_model", inputs, {"lr": 1})
 
 
 def test_cost_per_example_and_budget_cap_on_an_injected_clock():
@@ -64,13 +65,13 @@ def test_every_backend_field_is_described(cls):
 
 
 def test_worker_environment_carries_store_endpoint_and_credentials_only_when_set():
-    env = worker_environment(s3_endpoint_url="http://127.0.0.1:9", aws_region=None, aws_access_key_id="AK",
-                             aws_secret_access_key="SK", flush_seconds=2, extra={"HF_HUB_OFFLINE": 1})
+    env = worker_environment(S3Settings(endpoint_url="http://127.0.0.1:9", access_key_id="AK", secret_access_key="SK"),
+                             flush_seconds=2, extra={"HF_HUB_OFFLINE": 1})
     assert env["LLM_ASSETS_S3_ENDPOINT_URL"] == "http://127.0.0.1:9" and env["AWS_SECRET_ACCESS_KEY"] == "SK"
     assert "AWS_REGION" not in env and env["HF_HUB_OFFLINE"] == "1" and env["LLM_ASSETS_PIPES_FLUSH_SECONDS"] == "2"
     assert "AWS_SESSION_TOKEN" not in env
-    temporary = worker_environment(s3_endpoint_url=None, aws_region="eu-west-1", aws_access_key_id="ASIA",
-                                   aws_secret_access_key="SK", aws_session_token="TOKEN", flush_seconds=2)
+    temporary = worker_environment(S3Settings(region="eu-west-1", access_key_id="ASIA", secret_access_key="SK",
+                                              session_token="TOKEN"), flush_seconds=2)
     assert temporary["AWS_SESSION_TOKEN"] == "TOKEN" and temporary["AWS_DEFAULT_REGION"] == "eu-west-1"
 
 
@@ -80,11 +81,14 @@ def test_the_worker_gets_the_credentials_the_store_resolved_through_boto3s_publi
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "env-token")  # a role's temporary credentials
-    store = S3ArtifactStore("bucket", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
-    assert store.resolved_credentials() == ("ASIAENV", "env-secret", "env-token")
-    explicit = S3ArtifactStore("bucket", region_name="us-east-1", aws_access_key_id="AKIA",
-                               aws_secret_access_key="given")
-    assert explicit.resolved_credentials()[:2] == ("AKIA", "given")
+    store = S3ArtifactStore("bucket", s3=S3Settings(endpoint_url="http://127.0.0.1:9", region="us-east-1"))
+    resolved = store.resolved_s3_settings()
+    assert (resolved.access_key_id, resolved.secret_access_key, resolved.session_token) == (
+        "ASIAENV", "env-secret", "env-token")
+    explicit = S3ArtifactStore("bucket", s3=S3Settings(region="us-east-1", access_key_id="AKIA",
+                                                       secret_access_key="given"))
+    resolved = explicit.resolved_s3_settings()
+    assert (resolved.access_key_id, resolved.secret_access_key) == ("AKIA", "given")
     assert "env-secret" not in repr(store) and "given" not in repr(explicit)
 
 
@@ -106,26 +110,27 @@ def test_exit_codes_and_pod_failures_map_onto_the_failure_classification():
 
 
 def test_worker_outside_dagster_says_how_it_is_started():
-    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", "training"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "llm_assets.compute.worker", "lora_adapter"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 2 and "DAGSTER_PIPES_CONTEXT is not set" in done.stderr
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_worker_help_prints_usage_without_a_pipes_context(flag):
-    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", flag], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "llm_assets.compute.worker", flag], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: python -m llm_assets.worker {training|export|evaluation}")
-    for words in ("talking to Dagster through Pipes", "training    materializes lora_adapter",
-                  "export      materializes gguf_model", "evaluation  materializes eval_report",
+    assert done.stdout.startswith("usage: python -m llm_assets.compute.worker {raw_dataset|eval_benchmark|base_model|"
+                                  "training_dataset|lora_adapter|gguf_model|eval_report}")
+    for words in ("talking to Dagster through Pipes", "lora_adapter      reads training_dataset, base_model",
+                  "raw_dataset       reads no upstream asset",
                   "DAGSTER_PIPES_CONTEXT", "LLM_ASSETS_S3_ENDPOINT_URL", "LLM_ASSETS_CHECKPOINT_DIR"):
         assert words in done.stdout
     assert "Traceback" not in done.stderr
 
 
 def test_worker_refuses_an_unknown_stage_by_name():
-    done = subprocess.run([sys.executable, "-m", "llm_assets.worker", "trainign"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "llm_assets.compute.worker", "lora_adaptr"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=120)
-    assert done.returncode == 2 and "unknown stage 'trainign'; expected one of training, export, evaluation" \
-        in done.stderr
+    assert done.returncode == 2 and ("unknown stage 'lora_adaptr'; expected one of raw_dataset, eval_benchmark, "
+                                     "base_model, training_dataset, lora_adapter, gguf_model, eval_report") in done.stderr

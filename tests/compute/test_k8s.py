@@ -7,13 +7,13 @@ import dagster as dg
 import pytest
 from dagster_k8s.pipes import build_pod_body
 
-from resources.compute import StageRequest
-from resources.compute_k8s import K8sBackend, worker_pod_spec
+from llm_assets.compute.backends import StageRequest
+from llm_assets.compute.backends.kubernetes import K8sBackend, worker_pod_spec
 from tests.pipeline_configs import resources_for
 
 
 def test_pod_spec_requests_gpus_node_selector_tolerations_and_secret_env():
-    spec = worker_pod_spec(image="reg/worker:1", command=["python", "-m", "llm_assets.worker", "training"], gpus=1,
+    spec = worker_pod_spec(image="reg/worker:1", command=["python", "-m", "llm_assets.compute.worker", "lora_adapter"], gpus=1,
                            cpu="4", memory="16Gi", node_selector={"gpu": "a10"},
                            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                            service_account_name="trainer", image_pull_secrets=["regcred"],
@@ -30,16 +30,16 @@ def test_pod_spec_requests_gpus_node_selector_tolerations_and_secret_env():
 def test_pipes_k8s_client_builds_the_pod_with_the_pipes_environment_and_torchrun(tmp_path):
     backend = K8sBackend(image="reg/worker:1", gpus=4, node_selector={"gpu": "h100"})
     store = resources_for(tmp_path)["artifact_store"]
-    request = StageRequest(stage="training", inputs={}, config={}, artifact_store=store)
+    request = StageRequest(stage="lora_adapter", inputs={}, config={}, artifact_store=store)
     pod = build_pod_body("pod-1", image=None, command=None,
                          env_vars={"DAGSTER_PIPES_CONTEXT": "ctx", **backend.container_env(request)},
-                         base_pod_meta={"labels": {"llm-assets/stage": "training"}},
-                         base_pod_spec=backend.pod_spec("training"))
+                         base_pod_meta={"labels": {"llm-assets/stage": "lora_adapter"}},
+                         base_pod_spec=backend.pod_spec("lora_adapter"))
     container = pod.spec.containers[0]
     assert container.image == "reg/worker:1" and container.command[:2] == ["torchrun", "--standalone"]
     assert container.resources.limits == {"nvidia.com/gpu": "4"} and pod.spec.node_selector == {"gpu": "h100"}
     assert {e.name: e.value for e in container.env}["DAGSTER_PIPES_CONTEXT"] == "ctx"
-    assert pod.metadata.labels["llm-assets/stage"] == "training"
+    assert pod.metadata.labels["llm-assets/stage"] == "lora_adapter"
     client = backend.pipes_client()
     assert client.poll_interval == backend.poll_interval_seconds
 
@@ -48,7 +48,7 @@ def test_image_from_an_unset_environment_variable_fails_naming_the_variable(monk
     monkeypatch.delenv("LLM_ASSETS_WORKER_IMAGE", raising=False)
     backend = K8sBackend(image=dg.EnvVar("LLM_ASSETS_WORKER_IMAGE"))
     with pytest.raises(dg.Failure, match="environment variable LLM_ASSETS_WORKER_IMAGE for image is not set"):
-        backend.pod_spec("training")
+        backend.pod_spec("lora_adapter")
 
 
 def test_live_cluster_runs_the_worker_pod(tmp_path):

@@ -33,7 +33,7 @@ def kaggle(tmp_path, monkeypatch):
 
 
 def backend(cloud, **fields):
-    from resources.compute_kaggle import KaggleBackend
+    from llm_assets.compute.backends.kaggle import KaggleBackend
 
     # The stand-in's kernel image already has the project (this venv): nothing to pip install.
     return KaggleBackend(username=dg.EnvVar("TEST_KAGGLE_USERNAME"), key=dg.EnvVar("TEST_KAGGLE_KEY"),
@@ -52,7 +52,7 @@ def test_kernel_trains_after_queue_full_and_a_500_and_secrets_stay_in_kaggle_sec
     assert "lora_adapter step" in said and "output:" in said  # streamed live, then output and log fetched
     push = kaggle.pushes[-1]
     assert push["enableGpu"] is True and push["kernelType"] == "script" and push["isPrivate"] is True
-    assert push["slug"].startswith("pet-lab/llm-assets-training-")
+    assert push["slug"].startswith("pet-lab/llm-assets-lora-adapter-")
     # the pushed source carries the Pipes bootstrap but no secret: those come from Kaggle Secrets
     assert "DAGSTER_PIPES_CONTEXT" in push["text"] and SECRET_KEY not in push["text"]
     assert ACCESS_KEY not in push["text"] and KEY not in push["text"]

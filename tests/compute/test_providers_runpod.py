@@ -35,7 +35,7 @@ def runpod(tmp_path, monkeypatch):
 
 
 def backend(**fields):
-    from resources.compute_runpod import RunPodBackend
+    from llm_assets.compute.backends.runpod import RunPodBackend
 
     return RunPodBackend(api_key=dg.EnvVar("TEST_RUNPOD_API_KEY"), gpu_type_id="NVIDIA GeForce RTX 4090",
                          cloud_type="SECURE", image="ghcr.io/llm-assets/worker:test", **{**FAST, **fields})
@@ -66,7 +66,7 @@ def test_training_runs_on_a_pod_and_the_pod_is_terminated(s3, runpod):
     (created,) = runpod.created_inputs
     assert created["gpuTypeId"] == "NVIDIA GeForce RTX 4090" and created["cloudType"] == "SECURE"
     assert created["imageName"] == "ghcr.io/llm-assets/worker:test"
-    assert "python -m llm_assets.worker training" in created["dockerArgs"]
+    assert "python -m llm_assets.compute.worker lora_adapter" in created["dockerArgs"]
     # logs streamed from the pod into Dagster through Pipes
     logs = everything_said(result)
     assert "lora_adapter step" in logs

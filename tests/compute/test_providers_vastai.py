@@ -27,7 +27,7 @@ def vast(tmp_path, monkeypatch):
 
 
 def backend(cloud, **fields):
-    from resources.compute_vastai import VastAIBackend
+    from llm_assets.compute.backends.vastai import VastAIBackend
 
     defaults = {"gpu_name": "RTX 4090", "min_reliability": 0.98, "max_price_per_hour": 0.45,
                 "image": "ghcr.io/llm-assets/worker:test", **FAST}
@@ -46,7 +46,7 @@ def test_offer_search_bootstrap_failure_retry_and_destroy(s3, vast):
     assert search["gpu_name"] == {"eq": "RTX 4090"} and search["reliability2"] == {"gte": 0.98}
     assert search["dph_total"] == {"lte": 0.45} and search["order"] == [["dph_total", "asc"]]
     assert [r["offer"] for r in vast.rents] == [1001, 1001]
-    assert vast.rents[1]["runtype"] == "args" and "llm_assets.worker training" in vast.rents[1]["args"][1]
+    assert vast.rents[1]["runtype"] == "args" and "llm_assets.compute.worker lora_adapter" in vast.rents[1]["args"][1]
     assert "RETRYABLE (bootstrap)" in said and "pull access denied" in said
     assert "lora_adapter step" in said
     metadata = result.asset_materializations_for_node("stage_under_test")[0].metadata

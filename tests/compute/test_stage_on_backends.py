@@ -20,13 +20,13 @@ import pytest
 from llm_assets.compute.checkpoint_sync import latest_in_store
 from llm_assets.compute.launch import JobRecord, checkpoint_prefix, job_key
 from llm_assets.core.hyperparameters import TrainingParams
-from resources.compute import ComputeBackends, LocalProcessBackend
-from resources.compute_remote import DetachedProcessBackend, _alive
+from llm_assets.compute.backends import ComputeBackends, LocalProcessBackend
+from llm_assets.compute.backends.remote import DetachedProcessBackend, _alive
 from tests.compute.conftest import (
-    TRAINING_CONFIG, UPSTREAM, log_lines, materialize_stage, materialize_upstream, s3_store_resource,
-    upstream_manifest,
+    TRAINING_CONFIG, UPSTREAM, log_lines, materialize_stage, materialize_upstream, pipeline_resources,
+    s3_store_resource, upstream_manifest,
 )
-from tests.pipeline_configs import resources_for
+from tests.pipeline_configs import TINY_BASE, resources_for
 
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -54,7 +54,7 @@ def detached(**fields) -> DetachedProcessBackend:
 def key_for(store, instance, **config) -> str:
     inputs = {name: upstream_manifest(store, instance, name) for name in ("training_dataset", "base_model")}
     params = TrainingParams(**{k: v for k, v in config.items() if k != "compute"}).model_dump(mode="json")
-    return job_key("training", inputs, params)
+    return job_key("lora_adapter", inputs, params)
 
 
 def test_local_subprocess_worker_trains_through_pipes(tmp_path, monkeypatch):
@@ -103,6 +103,40 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
     assert gate.passed is False
     lines = log_lines(instance, result.run_id)
     assert any("eval_report: q8_0 20/20 examples" in line for line in lines), lines  # streamed from the worker
+
+
+def test_the_data_stages_and_base_model_run_on_a_backend_too(s3_endpoint):
+    """Every stage runs where its `compute` says: raw rows read from an s3:// prefix, the benchmark, the base
+    model and the split, each in a detached worker that shares only the S3 store (and its credentials, from its
+    environment) with the step; the results match the same stages run in process."""
+    from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
+    from llm_assets.core.pet_task import generate_training_rows
+
+    store = s3_store_resource(s3_endpoint, "data-stages")
+    rows = "".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n"
+                   for r in generate_training_rows(80, 3))
+    store.s3_settings().client().put_object(Bucket="data-stages", Key="incoming/part-1.jsonl", Body=rows.encode())
+    data = {"raw_dataset": {"source": "s3://data-stages/incoming/"}, "eval_benchmark": {"examples_per_category": 4},
+            "base_model": TINY_BASE, "training_dataset": {}}
+
+    def run(compute: str):
+        return dg.materialize(
+            [a for a in PIPELINE_ASSETS if a.key.to_user_string() in data] + list(PIPELINE_CHECKS),
+            selection=dg.AssetSelection.assets(*data) | dg.AssetSelection.checks_for_assets("training_dataset"),
+            resources=pipeline_resources(store, {"detached": detached()}), instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {a: {"config": {**c, "compute": compute}} for a, c in data.items()}})
+
+    remote, here = run("detached"), run("in_process")
+    for asset in data:
+        meta = remote.asset_materializations_for_node(asset)[0].metadata
+        assert meta["compute_backend"].value == "DetachedProcessBackend", asset
+        assert meta["uri"].value.startswith("s3://data-stages/pipeline/runs/"), asset
+    raw = remote.output_for_node("raw_dataset")
+    assert raw["rows"] == 80 and raw["source"] == "s3://data-stages/incoming/"
+    for asset in ("raw_dataset", "eval_benchmark"):  # deterministic: the same bytes wherever they were made
+        assert remote.output_for_node(asset)["sha256"] == here.output_for_node(asset)["sha256"], asset
+    assert remote.output_for_node("training_dataset")["train_rows"] == here.output_for_node("training_dataset")[
+        "train_rows"] > 0
 
 
 def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoints(s3_store, s3_instance):
@@ -160,7 +194,7 @@ ORCHESTRATOR = textwrap.dedent("""
     import dagster as dg
     from tests.compute.conftest import materialize_stage
     from resources.artifact_store import ArtifactStoreResource
-    from resources.compute_remote import DetachedProcessBackend
+    from llm_assets.compute.backends.remote import DetachedProcessBackend
     store = ArtifactStoreResource(**json.loads(sys.argv[1]))
     backend = DetachedProcessBackend(worker_env=json.loads(sys.argv[2]))
     instance = dg.DagsterInstance.from_config(sys.argv[4])  # the test's instance, holding the upstream

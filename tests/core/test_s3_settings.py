@@ -113,24 +113,12 @@ def test_the_store_and_the_data_loader_take_the_settings(moto_settings, request,
     bucket = bucket_of(request)
     store = store_from_uri(f"s3://{bucket}/data", s3=moto_settings)
     assert isinstance(store, S3ArtifactStore) and store.s3 == moto_settings
-    assert store.endpoint_url == moto_settings.endpoint_url and store.region_name == "us-east-1"
+    assert store.s3.endpoint_url == moto_settings.endpoint_url and store.s3.region == "us-east-1"
     assert SECRET not in repr(store) and KEY not in repr(store)
     dataset_io.write_jsonl(pet_task.generate_training_rows(5, 0), tmp_path / "batch.jsonl")
     store.put_file(tmp_path / "batch.jsonl", "batch.jsonl")
     rows = data_sources.load_source_rows(f"s3://{bucket}/data/", s3=moto_settings)
     assert len(rows) == 5 and rows[0]["source"].startswith(f"s3://{bucket}/data/batch.jsonl:")
     assert store.resolved_s3_settings().public() == moto_settings.public()
-    assert store.resolved_credentials() == (KEY, SECRET, None)
-
-
-def test_the_old_loose_keywords_still_work_until_every_caller_moves(moto_settings, request, tmp_path):
-    bucket = bucket_of(request)
-    loose = dict(endpoint_url=moto_settings.endpoint_url, region_name="us-east-1", aws_access_key_id=KEY,
-                 aws_secret_access_key=SECRET)
-    store = store_from_uri(f"s3://{bucket}/p", **loose)
-    assert store.s3 == moto_settings
-    dataset_io.write_jsonl(pet_task.generate_training_rows(3, 1), tmp_path / "b.jsonl")
-    store.put_file(tmp_path / "b.jsonl", "b.jsonl")
-    assert len(data_sources.load_source_rows(f"s3://{bucket}/p", **loose)) == 3
-    with pytest.raises(TypeError, match="not also as loose keywords"):
-        S3ArtifactStore(bucket, s3=moto_settings, endpoint_url="http://elsewhere")
+    resolved = store.resolved_s3_settings()
+    assert (resolved.access_key_id, resolved.secret_access_key, resolved.session_token) == (KEY, SECRET, None)

@@ -12,7 +12,7 @@ from jobs import promote_job
 from llm_assets.assets import raw_dataset
 from llm_assets.core.registry import ModelRegistry
 from resources.artifact_store import ArtifactStoreResource
-from resources.compute import ComputeBackends
+from llm_assets.compute.backends import ComputeBackends
 from resources.retraining import RetrainingResource
 from sensors import new_data_sensor, promotion_sensor
 from tests.sensors.conftest import evaluate, execute, retraining_defs, write_preset, write_rows

@@ -4,6 +4,6 @@ Each module turns one provider's API into three calls (create a machine that run
 its state, terminate it) and maps the provider's errors onto `llm_assets.core.failures`
 (retryable vs fatal). `machine.supervise` is the loop every remote backend shares: it watches the
 machine and the Pipes session together and says how the run ended. The Dagster resources in
-`resources/compute_{runpod,vastai,kaggle}.py` wrap these. SDKs are imported inside functions:
+`llm_assets/compute/backends/{runpod,vastai,kaggle}.py` wrap these. SDKs are imported inside functions:
 `import kaggle` authenticates at import time and the vastai SDK calls its API when imported.
 """

@@ -69,7 +69,8 @@ sys.exit(worker.wait())
 
 
 def kernel_slug(stage: str, key: str) -> str:
-    return f"llm-assets-{stage}-{key[:12]}".lower()
+    """A kernel slug Kaggle accepts: lowercase letters, digits and hyphens (a stage's `_` becomes `-`)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"llm-assets-{stage}-{key[:12]}".lower())
 
 
 def runner_script(*, command: list[str], env: dict[str, str], secret_env: dict[str, str],

@@ -91,6 +91,8 @@ class KaggleStandin(StandinCloud):
         self._next += 1
         session_id = str(self._next)
         ref = body.get("slug") or ""
+        if not re.fullmatch(r"[a-z0-9-]+/[a-z0-9-]+", ref):  # Kaggle slugs: URL-safe, lowercase, hyphenated
+            return 400, {"code": 400, "message": f"invalid kernel slug {ref!r}"}
         workdir = self.workdir / self.provider / session_id
         (workdir / "src").mkdir(parents=True, exist_ok=True)
         (workdir / "working").mkdir(exist_ok=True)

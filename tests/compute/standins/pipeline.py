@@ -44,7 +44,7 @@ def store_resource(endpoint: str):
 def upstream_manifests(store) -> dict:
     """raw_dataset -> training_dataset and base_model, materialized for real (tiny) into the S3 store."""
     from llm_assets.assets import PIPELINE_ASSETS
-    from resources.compute import ComputeBackends
+    from llm_assets.compute.backends import ComputeBackends
     from resources.manifest_io_manager import ManifestIOManager
 
     wanted = {"raw_dataset", "eval_benchmark", "base_model", "training_dataset"}
@@ -61,10 +61,10 @@ def training_config(**overrides) -> dict:
     return {**tiny_run_config()["ops"]["lora_adapter"]["config"], **overrides}
 
 
-def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = "training",
+def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = "lora_adapter",
                     raise_on_error: bool = False, tags: dict | None = None, max_retries: int = 2):
     """Materialize one asset whose body is `backend.run_stage(...)`, with a RetryPolicy as the stage assets have."""
-    from resources.compute import StageRequest
+    from llm_assets.compute.backends import StageRequest
 
     @dg.asset(name="stage_under_test", retry_policy=dg.RetryPolicy(max_retries=max_retries))
     def stage_under_test(context):

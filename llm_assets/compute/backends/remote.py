@@ -1,7 +1,7 @@
 """Remote compute: the run loop every provider shares, and a detached local process that uses it.
 
 A provider backend subclasses `RemoteComputeBackend` and implements `launch`, `poll` and
-`terminate` (see the contract in resources/compute.py). Everything else is here: Dagster Pipes over
+`terminate` (see the contract in llm_assets/compute/backends/__init__.py). Everything else is here: Dagster Pipes over
 the artifact store's S3 bucket, the job record for re-attaching, cost and budget cap, termination
 on every way out, and the mapping of failures to retry or stop.
 
@@ -31,9 +31,8 @@ from llm_assets.compute.cost import CostMeter
 from llm_assets.compute.launch import JobRecord, job_key, new_messages_prefix, worker_environment
 from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import BootstrapError, PreemptedError, error_from_exit
-from resources.artifact_store import _resolved
-from resources.compute import (
-    ComputeBackend, JobStatus, LaunchedJob, LaunchSpec, StageRequest, StageResult, as_classifiable,
+from llm_assets.compute.backends import (
+    ComputeBackend, JobStatus, LaunchedJob, LaunchSpec, StageRequest, as_classifiable,
     failure_reported, raise_with_verdict, result_from_pipes,
 )
 
@@ -94,7 +93,7 @@ class RemoteComputeBackend(ComputeBackend):
         return "python"  # the image's interpreter
 
     # -- the shared run loop ----------------------------------------------------------------------
-    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> StageResult:
+    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
         try:
             return self._run(context, request)
         except dg.Failure:
@@ -102,7 +101,7 @@ class RemoteComputeBackend(ComputeBackend):
         except Exception as exc:  # BaseException (cancellation) passes through untouched
             raise_with_verdict(as_classifiable(exc), context.log, self.backend_name)
 
-    def _run(self, context, request: StageRequest) -> StageResult:
+    def _run(self, context, request: StageRequest) -> dg.Output:
         store = s3_store_of(request)
         key = job_key(request.stage, request.inputs, request.config)
         record = self._live_record(context, store, key)
@@ -150,15 +149,11 @@ class RemoteComputeBackend(ComputeBackend):
         return None
 
     def _launch(self, context, request: StageRequest, store, key: str, prefix: str, session) -> JobRecord:
-        resource = request.artifact_store
-        key_id, secret = _resolved(resource.aws_access_key_id), _resolved(resource.aws_secret_access_key)
-        token = None
-        if not (key_id and secret):  # boto3's chain (environment, profile, instance role), as the store resolved it
-            key_id, secret, token = store.resolved_credentials()
-        env = {**session.get_bootstrap_env_vars(), **worker_environment(
-            s3_endpoint_url=store.endpoint_url, aws_region=store.region_name, aws_access_key_id=key_id,
-            aws_secret_access_key=secret, aws_session_token=token, flush_seconds=self.message_flush_seconds,
-            extra=self.worker_env)}
+        s3 = request.artifact_store.s3_settings()
+        if not s3.has_credentials:  # boto3's chain here (a profile, an instance role) means nothing over there
+            s3 = s3.with_resolved_credentials()
+        env = {**session.get_bootstrap_env_vars(),
+               **worker_environment(s3, flush_seconds=self.message_flush_seconds, extra=self.worker_env)}
         spec = LaunchSpec(stage=request.stage, command=self.command(request.stage, self.python_executable()),
                           env=env, job_key=key, run_id=context.run.run_id, gpus=self.gpus)
         job = self.launch(context, spec)
@@ -194,7 +189,7 @@ def s3_store_of(request: StageRequest):
 
     store = request.artifact_store.store()
     if not isinstance(store, S3ArtifactStore):
-        raise ConfigError("artifact_store.root", request.artifact_store.root,
+        raise ConfigError("artifact_store.root", request.artifact_store.root_uri(),
                           "a remote compute backend needs an s3:// artifact store the machine can reach")
     return store
 

@@ -17,8 +17,8 @@ import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.providers.vastai import InstanceSpec, OfferQuery, VastAIClient
-from resources.compute import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
-from resources.compute_remote import RemoteComputeBackend
+from llm_assets.compute.backends import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
+from llm_assets.compute.backends.remote import RemoteComputeBackend
 
 
 

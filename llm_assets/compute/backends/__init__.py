@@ -1,44 +1,22 @@
-"""Compute backends: where the training, export and evaluation stages run.
+"""Compute backends: where a stage runs, picked by its config's `compute` field.
 
-The contract every backend implements (PART B's RunPod / Vast.ai / Kaggle plug in here):
+`ComputeBackends` (the one Dagster resource `compute_backends`) maps a name to a backend; `run` is the only
+routing there is: the asset calls it with the stage's asset name, its upstream manifests and its config,
+and gets the Dagster Output back. `in_process` (the default) runs the stage function in the step itself;
+`local` runs the worker (`python -m llm_assets.compute.worker ASSET`) as a subprocess through Dagster
+Pipes; the remote backends (llm_assets/compute/backends/{remote,kubernetes,runpod,vastai,kaggle}.py) start
+that same worker on another machine.
 
-* A backend is a `ComputeBackend` (a `dg.ConfigurableResource`) with
-  `run_stage(context, request: StageRequest) -> StageResult`. The asset passes the stage name
-  ("training" | "export" | "evaluation"), the upstream manifests, the stage's config and the artifact
-  store; it gets back the manifest the worker reported (the asset's value) and the metadata, cost
-  figures included (`compute_backend`, `compute_seconds`, `hourly_price_usd`, `cost_usd`,
-  `cost_per_training_example_usd`, `max_cost_usd`).
-* Backends are handed to the assets as one resource, `compute_backends` (a `ComputeBackends`
-  mapping name -> backend instance); each stage's config field `compute` picks one by name
-  ("in_process", the default, runs the stage in the step's own process). The instances are used as
-  plain objects, not initialised by Dagster, so a backend that holds `dg.EnvVar("RUNPOD_API_KEY")`
-  does not make every run fail where that variable is unset: resolve secrets when launching, with
-  `resolve_secret(self.api_key, "api_key")`, never at import or construction, and never log them.
-* Remote backends subclass `RemoteComputeBackend` (resources/compute_remote.py) and implement
-  only the provider calls:
-  `launch(context, spec: LaunchSpec) -> LaunchedJob`, `poll(job_id) -> JobStatus`,
-  `terminate(job_id)` (idempotent). `run_stage` does the rest, the same for every provider:
-  - Dagster Pipes over the artifact store's S3 bucket: `PipesS3ContextInjector`-style context at
-    `<prefix>/compute/pipes/<job key>/<launch id>/context.json` and a `PipesS3MessageReader` on a
-    fixed key prefix (so a restarted orchestrator can re-read a running job's messages). The
-    worker picks the S3 loader / writer itself when it sees an S3 context. `spec.env` is exactly
-    the environment the machine must get: DAGSTER_PIPES_CONTEXT, DAGSTER_PIPES_MESSAGES, the
-    store's endpoint (LLM_ASSETS_S3_ENDPOINT_URL), region and credentials (secrets: pass them
-    through the provider's env/secret mechanism, never into logs); `spec.command` the worker's
-    command line (`python -m llm_assets.worker STAGE`, torchrun when `gpus` > 1).
-  - Job identity: a `JobRecord` at `compute/jobs/<job key>.json` in the store while the job runs;
-    a retried or restarted step whose job is still running re-attaches instead of launching again.
-  - Cost: `LaunchedJob.hourly_price_usd` (from the provider's API; None falls back to the
-    backend's `hourly_price_usd`); the budget cap `max_cost_usd` terminates the job and fails fatally.
-  - Termination: `terminate(job_id)` runs in a `finally` on success, failure, budget stop and
-    cancellation (Dagster's interrupt is a BaseException); only an orchestrator that dies without
-    unwinding leaves the job running, recorded, for the next attempt to re-attach to.
-  - Errors: raise (or let `poll` return in `JobStatus.error`) the classes of
-    `llm_assets.core.failures`: `PreemptedError`, `ProviderQueueFullError`, `BootstrapError`,
-    `ProviderUnavailableError` ... are retryable; anything else classifies there. `run_stage`
-    re-raises a retryable verdict as a `RetryableError` (the asset's `COMPUTE_RETRY_POLICY` retries
-    it, and training resumes from its checkpoint) and turns a fatal one into
-    `dg.Failure(allow_retries=False)` whose description starts with the verdict's headline.
+The contract a backend implements: `run_stage(context, request: StageRequest) -> dg.Output`: the
+stage's manifest as the asset's value, its content hash as data version, and metadata, cost figures included (`compute_backend`,
+`compute_seconds`, `hourly_price_usd`, `cost_usd`, `cost_per_training_example_usd`, `max_cost_usd`).
+Remote backends subclass `RemoteComputeBackend` and implement only `launch`, `poll` and `terminate`;
+its docstring has the rest (intent records, re-attaching, budget cap, termination in every path).
+
+Backends are plain objects inside that resource, not initialised by Dagster, so a backend holding
+`dg.EnvVar("RUNPOD_API_KEY")` does not fail every run where that variable is unset: secrets are resolved
+when launching (`resolve_secret`), never at import or construction, and never logged.
+Failures get their verdict in one place: `raise_with_verdict` (llm_assets.core.failures decides).
 """
 
 from __future__ import annotations
@@ -47,15 +25,17 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.cost import CostMeter
-from llm_assets.compute.launch import STAGES, check_stage, worker_command
+from llm_assets.compute.launch import worker_command
+from llm_assets.config import validate_run_config
 from llm_assets.core.failures import BootstrapError, RetryableError, classify, error_from_exit
-from resources.artifact_store import ArtifactStoreResource, _resolved
+from llm_assets.stages import StageContext, get_stage
+from resources.artifact_store import ArtifactStoreResource
 
 IN_PROCESS = "in_process"
 
@@ -64,33 +44,21 @@ IN_PROCESS = "in_process"
 class StageRequest:
     """What a stage needs: its upstream manifests, its config and where artifacts live."""
 
-    stage: str
+    stage: str                               # the asset the stage materializes (llm_assets.stages.STAGES)
     inputs: dict[str, dict]
     config: dict
     artifact_store: ArtifactStoreResource
     training_examples: Optional[int] = None  # rows trained on, for cost per training example
 
     def __post_init__(self):
-        check_stage(self.stage)
-
-    @property
-    def asset_name(self) -> str:
-        return STAGES[self.stage]
+        get_stage(self.stage)
 
     def extras(self, run_id: str, job_key: str = "") -> dict:
         """The Pipes extras the worker reads: nothing secret goes here (it is stored with the context)."""
         store = self.artifact_store
         return {"stage": self.stage, "inputs": self.inputs, "config": self.config, "run_id": run_id,
                 "job_key": job_key, "artifact_root": str(store.store().uri_for("x"))[: -len("/x")],
-                "s3_endpoint_url": _resolved(store.s3_endpoint_url), "aws_region": _resolved(store.aws_region)}
-
-
-@dataclass
-class StageResult:
-    """The worker's report: the asset's value (its manifest) and metadata for the materialization."""
-
-    value: dict
-    metadata: dict[str, Any] = field(default_factory=dict)
+                "s3": store.s3_settings().public()}
 
 
 @dataclass
@@ -151,7 +119,7 @@ class ComputeBackend(dg.ConfigurableResource):
     def backend_name(self) -> str:
         return type(self).__name__
 
-    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> StageResult:
+    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
         raise NotImplementedError(f"{self.backend_name} does not implement run_stage")
 
     def command(self, stage: str, python: str = "python") -> list[str]:
@@ -181,14 +149,62 @@ def raise_with_verdict(exc: BaseException, log=None, source: str = "") -> None:
                      metadata={"failure_class": verdict.kind.value, "failure_reason": verdict.reason}) from exc
 
 
+_METADATA_TYPES = {"md": dg.MetadataValue.md, "json": dg.MetadataValue.json, "text": dg.MetadataValue.text,
+                   "float": dg.MetadataValue.float, "int": dg.MetadataValue.int, "bool": dg.MetadataValue.bool,
+                   "path": dg.MetadataValue.path, "url": dg.MetadataValue.url}
+
+
+def metadata_values(external: dict) -> dict:
+    """Pipes' external metadata ({"raw_value", "type"}) as Dagster MetadataValues."""
+    return {name: _METADATA_TYPES[entry["type"]](entry["raw_value"]) if entry.get("type") in _METADATA_TYPES
+            else entry["raw_value"] for name, entry in external.items()}
+
+
+def asset_output(value: dict, metadata: Optional[dict] = None) -> dg.Output:
+    """The asset's value (a stage's manifest) with its content hash as data version and its location first."""
+    return dg.Output(value, data_version=dg.DataVersion(value["sha256"][:16]), metadata={
+        "uri": dg.MetadataValue.path(value["uri"]), "sha256": value["sha256"],
+        "size_bytes": dg.MetadataValue.int(value["size"]), **(metadata or {})})
+
+
+class InProcessBackend(ComputeBackend):
+    """The stage function called in the step's own process: no new interpreter, nothing to launch."""
+
+    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
+        stage = get_stage(request.stage)
+        result = stage.run(request.inputs, stage.params_from(request.config), StageContext(
+            store=request.artifact_store.store(), run_id=context.run.run_id, log=context.log.info,
+            s3=request.artifact_store.s3_settings()))
+        return asset_output(result.value, metadata_values(result.metadata))
+
+
 class ComputeBackends:
     """The backends the stages may pick from, by name (one Dagster resource: `compute_backends`)."""
 
     def __init__(self, backends: Optional[Mapping[str, ComputeBackend]] = None):
-        self._backends = dict(backends or {})
+        self._backends = {IN_PROCESS: InProcessBackend(), **(backends or {})}
 
     def names(self) -> list[str]:
-        return [IN_PROCESS, *sorted(self._backends)]
+        return [IN_PROCESS, *sorted(n for n in self._backends if n != IN_PROCESS)]
+
+    def run(self, context: dg.AssetExecutionContext, config: dg.Config, artifact_store: ArtifactStoreResource,
+            **inputs: dict) -> dg.Output:
+        """Run the stage of the asset being materialized where `config.compute` says, and return its Output.
+
+        The whole run's config is checked first (every stage's `compute` against these names), so a bad value
+        anywhere fails the first step instead of a late one.
+        """
+        validate_run_config(context.run.run_config, self.names())
+        asset = context.asset_key.to_user_string()
+        stage = get_stage(asset)
+        backend = self.get(config.compute)
+        if config.compute != IN_PROCESS:
+            context.log.info(f"{asset}: running on {config.compute} ({backend.backend_name})")
+        request = StageRequest(
+            stage=asset, inputs={name: inputs[name] for name in stage.upstream},
+            config=stage.params_from(config.model_dump()).model_dump(mode="json"), artifact_store=artifact_store,
+            training_examples=inputs["training_dataset"].get("train_rows") if stage.cost_per_example else None)
+        return backend.run_stage(context, request)
 
     def get(self, name: str) -> ComputeBackend:
         if name not in self._backends:
@@ -201,7 +217,7 @@ class ComputeBackends:
         return f"ComputeBackends({self.names()})"
 
 
-def result_from_pipes(results, context, meter: CostMeter, training_examples: Optional[int]) -> StageResult:
+def result_from_pipes(results, context, meter: CostMeter, training_examples: Optional[int]) -> dg.Output:
     """The asset's value and metadata from the worker's reported materialization, plus cost figures."""
     materializations = [r for r in results if isinstance(r, dg.MaterializeResult)]
     if not materializations:
@@ -215,7 +231,7 @@ def result_from_pipes(results, context, meter: CostMeter, training_examples: Opt
         metadata[name] = figure
     context.log.info(f"{meter.backend}: {meter.seconds():.1f}s at ${meter.hourly_price_usd:.4f}/h = "
                      f"${meter.cost():.6f}")
-    return StageResult(value=value, metadata=metadata)
+    return asset_output(value, metadata)
 
 
 def failure_reported(session) -> Optional[BaseException]:
@@ -260,7 +276,7 @@ class LocalProcessBackend(ComputeBackend):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker process.")
     cwd: Optional[str] = Field(default=None, description="Working directory of the worker (unset: the step's).")
 
-    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> StageResult:
+    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
         meter = self.meter()
         client = dg.PipesSubprocessClient(env={**self.env}, cwd=self.cwd)
         try:

@@ -24,8 +24,9 @@ from pydantic import Field
 
 from llm_assets.compute.providers.kaggle import KaggleClient, kernel_slug, runner_script
 from llm_assets.compute.providers.machine import PENDING, RUNNING, scrub
-from resources.compute import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
-from resources.compute_remote import RemoteComputeBackend
+from llm_assets.core.s3_settings import S3Settings
+from llm_assets.compute.backends import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
+from llm_assets.compute.backends.remote import RemoteComputeBackend
 
 # Variables of LaunchSpec.env that are secrets: read on the kernel from Kaggle Secrets, never pushed.
 SECRET_ENV_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
@@ -100,10 +101,8 @@ class KaggleBackend(RemoteComputeBackend):
             log.warning(f"kaggle: kernel {job_id} is still running and this process holds no cancel handle for it; "
                         f"it stops within session_timeout_seconds={self.session_timeout_seconds}")
             return
-        import boto3
-
         settings, bucket, key = target
-        boto3.client("s3", **settings).put_object(Bucket=bucket, Key=key, Body=b"cancel")
+        settings.client().put_object(Bucket=bucket, Key=key, Body=b"cancel")
         log.info(f"kaggle: asked kernel {job_id} to stop (s3://{bucket}/{key})")
 
     def _log_output(self, client: KaggleClient, job_id: str) -> None:
@@ -116,7 +115,7 @@ class KaggleBackend(RemoteComputeBackend):
                                      f"{scrub(tail, client._secrets)}")
 
 
-def _cancel_target(env: dict[str, str]) -> Optional[tuple[dict, str, str]]:
+def _cancel_target(env: dict[str, str]) -> Optional[tuple[S3Settings, str, str]]:
     """The S3 object next to the worker's Pipes messages that tells the kernel to stop."""
     from dagster_pipes import decode_param
 
@@ -126,8 +125,4 @@ def _cancel_target(env: dict[str, str]) -> Optional[tuple[dict, str, str]]:
     params = decode_param(encoded)
     if "bucket" not in params:
         return None
-    settings = {"endpoint_url": env.get("LLM_ASSETS_S3_ENDPOINT_URL") or None,
-                "region_name": env.get("AWS_REGION") or None,
-                "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID"),
-                "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY")}
-    return settings, params["bucket"], f"{params.get('key_prefix', '').rstrip('/')}/cancel"
+    return S3Settings.from_env(env), params["bucket"], f"{params.get('key_prefix', '').rstrip('/')}/cancel"

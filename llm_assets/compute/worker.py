@@ -1,8 +1,8 @@
-"""The worker: `python -m llm_assets.worker STAGE` runs one stage anywhere, talking to Dagster through Pipes.
+"""The worker: `python -m llm_assets.compute.worker ASSET` runs one stage anywhere, talking to Dagster through Pipes.
 
 It reads its context (stage config, upstream manifests, artifact root) from Dagster Pipes: a temp
 file or environment for a local subprocess, an S3 object for a remote machine (picked from what the
-context parameters name). It runs the stage's plain function from llm_assets.compute.stages, writes
+context parameters name). It runs the stage from the table in llm_assets.stages, writes
 artifacts (and, on a remote store, training checkpoints) to the artifact store, logs progress lines
 through Pipes and reports the materialization with the manifest as metadata.
 
@@ -24,19 +24,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llm_assets.compute import checkpoint_sync, stages
-from llm_assets.compute.launch import (
-    ENV_FLUSH_SECONDS, ENV_S3_ENDPOINT, STAGES, checkpoint_prefix, check_stage, job_key,
-)
+from llm_assets.compute import checkpoint_sync
+from llm_assets.compute.launch import ENV_FLUSH_SECONDS, checkpoint_prefix, job_key
 from llm_assets.core.artifacts import LocalArtifactStore, store_from_uri
 from llm_assets.core.failures import classify, exit_status
+from llm_assets.core.s3_settings import S3Settings
+from llm_assets.stages import STAGES, StageContext, StageResult, get_stage
+from llm_assets.stages.io import meta
 
 
 def _s3_client():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get(ENV_S3_ENDPOINT) or None,
-                        region_name=os.environ.get("AWS_REGION") or None)
+    return S3Settings.from_env().client()
 
 
 def pipes_io():
@@ -54,41 +52,40 @@ def pipes_io():
     return PipesDefaultContextLoader(), PipesDefaultMessageWriter()
 
 
-def run_stage(stage: str, extras: dict, log) -> stages.StageOutput:
+def run_stage(asset: str, extras: dict, log) -> StageResult:
     """Run one stage from its Pipes extras; training on a remote store mirrors checkpoints there."""
-    check_stage(stage)
-    if stage not in stages.STAGE_FUNCTIONS:
-        from llm_assets.core.errors import ConfigError
-
-        raise ConfigError("stage", stage, f"the worker runs {sorted(stages.STAGE_FUNCTIONS)}")
-    fn, params_cls, _ = stages.STAGE_FUNCTIONS[stage]
-    params = params_cls(**extras["config"])
-    store = store_from_uri(extras["artifact_root"], endpoint_url=extras.get("s3_endpoint_url")
-                           or os.environ.get(ENV_S3_ENDPOINT), region_name=extras.get("aws_region"))
-    inputs, run_id = extras["inputs"], extras["run_id"]
-    if stage != "training" or isinstance(store, LocalArtifactStore):
-        return fn(store, inputs, params, run_id, log)
+    stage = get_stage(asset)
+    params = stage.params_from(extras["config"])
+    # The endpoint and region come with the extras; the credentials only ever from this machine's environment.
+    s3 = S3Settings(**extras.get("s3", {})).or_else(S3Settings.from_env())
+    store = store_from_uri(extras["artifact_root"], s3=s3)
+    context = StageContext(store=store, run_id=extras["run_id"], log=log, s3=s3)
+    inputs = extras["inputs"]
+    if not stage.resumable or isinstance(store, LocalArtifactStore):
+        return stage.run(inputs, params, context)
     # A remote machine keeps nothing between attempts: checkpoints live in the store.
-    prefix = checkpoint_prefix(extras.get("job_key") or job_key(stage, inputs, extras["config"]))
-    local = Path(os.environ.get("LLM_ASSETS_CHECKPOINT_DIR") or tempfile.mkdtemp(prefix="checkpoints-")) / "job"
-    restored = checkpoint_sync.restore_latest(store, prefix, local)
+    prefix = checkpoint_prefix(extras.get("job_key") or job_key(asset, inputs, extras["config"]))
+    context.checkpoints = Path(os.environ.get("LLM_ASSETS_CHECKPOINT_DIR")
+                               or tempfile.mkdtemp(prefix="checkpoints-")) / "job"
+    restored = checkpoint_sync.restore_latest(store, prefix, context.checkpoints)
     if restored:
-        log(f"lora_adapter: restored {restored} from the artifact store; resuming")
-    with checkpoint_sync.CheckpointUploader(store, prefix, local,
-                                            on_upload=lambda name: log(f"lora_adapter: {name} saved to the store")):
-        output = fn(store, inputs, params, run_id, log, checkpoints=local)
+        log(f"{asset}: restored {restored} from the artifact store; resuming")
+    with checkpoint_sync.CheckpointUploader(store, prefix, context.checkpoints,
+                                            on_upload=lambda name: log(f"{asset}: {name} saved to the store")):
+        result = stage.run(inputs, params, context)
     checkpoint_sync.mark_finished(store, prefix)
-    return output
+    return result
 
 
-USAGE = "usage: python -m llm_assets.worker {" + "|".join(STAGES) + "}"
+USAGE = "usage: python -m llm_assets.compute.worker {" + "|".join(STAGES) + "}"
 
 
 def usage() -> str:
-    """--help: what the worker is and what it reads (the module docstring), and the stages from launch.STAGES,
-    the table the backends start it with, so the list cannot drift from what it accepts."""
-    stages_text = "\n".join(f"  {stage:<11} materializes {asset}" for stage, asset in STAGES.items())
-    return f"{USAGE}\n\n{__doc__.strip()}\n\nStages:\n{stages_text}\n"
+    """--help: what the worker is and what it reads (the module docstring), and the stages from the one stage
+    table, so the list cannot drift from what it accepts."""
+    stages_text = "\n".join(f"  {asset:<17} reads {', '.join(stage.upstream) or 'no upstream asset'}"
+                             for asset, stage in STAGES.items())
+    return f"{USAGE}\n\n{__doc__.strip()}\n\nStages (each named by the asset it materializes):\n{stages_text}\n"
 
 
 def main(argv: list[str]) -> int:
@@ -101,22 +98,22 @@ def main(argv: list[str]) -> int:
         return 2
     stage = argv[0]
     if stage not in STAGES:
-        print(f"llm_assets.worker: unknown stage {stage!r}; expected one of {', '.join(STAGES)}\n{USAGE}",
+        print(f"llm_assets.compute.worker: unknown stage {stage!r}; expected one of {', '.join(STAGES)}\n{USAGE}",
               file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        print("llm_assets.worker: DAGSTER_PIPES_CONTEXT is not set; a compute backend starts the worker "
-              "(pick one with the stage's `compute` config); `python -m llm_assets.worker --help` says more",
+        print("llm_assets.compute.worker: DAGSTER_PIPES_CONTEXT is not set; a compute backend starts the worker "
+              "(pick one with the stage's `compute` config); `python -m llm_assets.compute.worker --help` says more",
               file=sys.stderr)
         return 2
     loader, writer = pipes_io()
     if os.environ.get("RANK", "0") != "0":  # torchrun: the other ranks train, rank 0 reports
         with loader.load_context(PipesEnvVarParamsLoader().load_context_params()) as data:
             extras = data["extras"]
-        run_stage(stage, extras, logging.getLogger("llm_assets.worker").info)
+        run_stage(stage, extras, logging.getLogger("llm_assets.compute.worker").info)
         return 0
     verdict = None
     with open_dagster_pipes(context_loader=loader, message_writer=writer) as pipes:
@@ -130,7 +127,7 @@ def main(argv: list[str]) -> int:
                                          "reason": verdict.reason})
             raise
         pipes.report_asset_materialization(
-            metadata={**output.metadata, "manifest": stages.meta(output.value, "json")},
+            metadata={**output.metadata, "manifest": meta(output.value, "json")},
             data_version=output.value["sha256"][:16])
     return 0
 
@@ -142,3 +139,7 @@ def entry(argv: list[str]) -> int:
         verdict = classify(exc)
         print(verdict.headline, file=sys.stderr)
         return exit_status(verdict)
+
+
+if __name__ == "__main__":
+    sys.exit(entry(sys.argv[1:]))

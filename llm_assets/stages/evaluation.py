@@ -1,8 +1,8 @@
-"""The evaluation stage: the shipped GGUF files and the untuned baseline answer the benchmark through llama.cpp.
+"""The evaluation stage (eval_report): the shipped GGUF files and the untuned baseline answer the benchmark
+through llama.cpp, and the accuracy gate is decided, once, here.
 
-A plain function like the other stage bodies, so `eval_report` runs in the step's process or on any
-compute backend (a GPU cloud machine evaluates a big model's GGUF files where they were made).
-It writes eval_report.json and the plots to the store and returns the manifest the accuracy gate reads.
+It writes eval_report.json and the plots to the store and returns the manifest `accuracy_gate` and
+`registered_model` read; a GPU cloud machine can evaluate a big model's GGUF files where they were made.
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ import json
 import tempfile
 from pathlib import Path
 
-from llm_assets.compute.stage_io import LogFn, StageOutput, fetch, manifest, meta, publish
 from llm_assets.core import gguf_export, pet_task, plots
-from llm_assets.core.artifacts import ArtifactStore
 from llm_assets.core.dataset_io import iter_jsonl
 from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.hyperparameters import EvalParams
 from llm_assets.core.llama_runtime import LlamaSettings
 from llm_assets.core.model_card import render_model_card
+from llm_assets.stages.io import LogFn, StageContext, StageResult, describe, fetch, meta, publish
 
 PLOT_TITLES = {"loss_curve": "Loss curve", "per_field_accuracy": "Accuracy per field",
                "action_confusion": "Action confusion matrix"}
 
 
-def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str, log: LogFn) -> StageOutput:
+def run(inputs: dict, params: EvalParams, context: StageContext) -> StageResult:
     """eval_report: every GGUF variant and the untuned base model scored, compared and gated."""
+    store, log = context.store, context.log
     gguf_model, eval_benchmark = inputs["gguf_model"], inputs["eval_benchmark"]
     base_model, lora_adapter, training_dataset = inputs["base_model"], inputs["lora_adapter"], inputs["training_dataset"]
     with tempfile.TemporaryDirectory(prefix="eval_report-") as scratch:
@@ -57,8 +57,7 @@ def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str
         (out / "eval_report.json").write_text(json.dumps(report, indent=1, default=str))
         for name, png in pngs.items():
             (out / f"{name}.png").write_bytes(png)
-        artifact = publish(store, run_id, "eval_report", out)
-        value = manifest(artifact, out, gate=report["gate"], threshold=params.threshold,
+        value = describe(publish(context, "eval_report", out), out, gate=report["gate"], threshold=params.threshold,
                          deployable=params.deployable, benchmark_version=report["benchmark_version"],
                          variants={n: {"strict_accuracy": e["scores"]["strict_accuracy"],
                                        "file_size_bytes": e["file_size_bytes"]}
@@ -69,7 +68,7 @@ def evaluate(store: ArtifactStore, inputs: dict, params: EvalParams, run_id: str
     log(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
     plots_md = "\n\n".join(f"**{PLOT_TITLES[n]}**\n\n{plots.markdown_image(p, PLOT_TITLES[n])}"
                            for n, p in pngs.items())
-    return StageOutput(value, {
+    return StageResult(value, {
         "strict_accuracy": meta(float(gate["strict_accuracy"] or 0.0), "float"),
         "deployable_variant": meta(str(gate["variant"]), "text"),
         "llama_settings": meta(llama_settings_text(report), "text"),

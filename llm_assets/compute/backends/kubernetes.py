@@ -15,14 +15,14 @@ import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.cost import BudgetExceededError
-from llm_assets.compute.launch import ENV_S3_ENDPOINT
 from llm_assets.core.errors import PipelineError
+from llm_assets.core.s3_settings import S3Settings
+from resources.artifact_store import _resolved
 from llm_assets.core.failures import (
     BootstrapError, OutOfMemoryError, PreemptedError, ProviderQueueFullError, RetryableError, error_from_exit,
 )
-from resources.artifact_store import _resolved
-from resources.compute import (
-    ComputeBackend, StageRequest, StageResult, raise_with_verdict, resolve_secret, result_from_pipes,
+from llm_assets.compute.backends import (
+    ComputeBackend, StageRequest, raise_with_verdict, resolve_secret, result_from_pipes,
 )
 
 WORKER_CONTAINER = "worker"
@@ -89,7 +89,8 @@ class K8sBackend(ComputeBackend):
     """The worker as a pod on a Kubernetes cluster (dagster-k8s PipesK8sClient)."""
 
     image: str = Field(description="Worker image (docker/worker.Dockerfile), e.g. registry/llm-assets-worker:tag.")
-    namespace: Optional[str] = Field(default=None, description="Namespace of the pod (unset: the current one).")
+    namespace: Optional[str] = Field(default=None, description="Namespace of the pod, e.g. "
+                                     "dg.EnvVar('LLM_ASSETS_K8S_NAMESPACE'), read at launch (unset or empty: the current one).")
     gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource name GPUs are requested as.")
     cpu: Optional[str] = Field(default=None, description="CPU request, e.g. '4'.")
     memory: Optional[str] = Field(default=None, description="Memory request and limit, e.g. '32Gi'.")
@@ -119,12 +120,8 @@ class K8sBackend(ComputeBackend):
 
     def container_env(self, request: StageRequest) -> dict[str, str]:
         """Non-secret environment of the worker: the store's endpoint and region."""
-        store = request.artifact_store
-        env = {"PYTHONUNBUFFERED": "1", **self.env}
-        for name, value in ((ENV_S3_ENDPOINT, _resolved(store.s3_endpoint_url)), ("AWS_REGION", _resolved(store.aws_region))):
-            if value:
-                env[name] = value
-        return env
+        public = S3Settings(**request.artifact_store.s3_settings().public())  # credentials come from env_from_secrets
+        return {"PYTHONUNBUFFERED": "1", **self.env, **public.to_env()}
 
     def pipes_client(self):
         from dagster_k8s import PipesK8sClient
@@ -132,14 +129,14 @@ class K8sBackend(ComputeBackend):
         return PipesK8sClient(load_incluster_config=self.load_incluster_config, kubeconfig_file=self.kubeconfig_file,
                               kube_context=self.kube_context, poll_interval=self.poll_interval_seconds)
 
-    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> StageResult:
+    def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
         meter = self.meter()
         cap_seconds = meter.seconds_until_cap()  # the budget cap becomes the pod's deadline
         timeout = self.pod_wait_timeout_seconds if cap_seconds is None else \
             min(self.pod_wait_timeout_seconds or cap_seconds, cap_seconds)
         try:
             invocation = self.pipes_client().run(
-                context=context, extras=request.extras(context.run.run_id), namespace=self.namespace,
+                context=context, extras=request.extras(context.run.run_id), namespace=_resolved(self.namespace) or None,
                 env=self.container_env(request), base_pod_spec=self.pod_spec(request.stage),
                 base_pod_meta={"labels": {"app.kubernetes.io/name": "llm-assets-worker",
                                           "llm-assets/stage": request.stage}},
