@@ -24,6 +24,10 @@ PRE_TOKENIZERS = {
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+": ("llama-bpe", True),
 }
+# Digits(individual_digits) then ByteLevel with GPT-2's own regex (SmolLM, StarCoder): llama.cpp's "smollm"
+# type splits off each \p{N} and then applies the GPT-2 regex, the same split; it also leaves spaces before
+# punctuation alone when decoding, as transformers does for these tokenizers.
+DIGITS_THEN_GPT2 = "smollm"
 
 # Texts the written vocabulary must tokenize exactly as transformers does.
 # The first is llama.cpp's own pre-tokenizer fingerprint text.
@@ -67,8 +71,11 @@ def pre_tokenizer_type(tokenizer_json: dict, where: str = "tokenizer.json") -> s
     pre = tokenizer_json.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
+    if kinds == ["Digits", "ByteLevel"]:
+        return _digits_then_gpt2(steps, model, where)
     if kinds != ["Split", "ByteLevel"]:
-        raise UnsupportedTokenizerError(f"{where}: pre-tokenizer steps {kinds} are not Split(regex) + ByteLevel")
+        raise UnsupportedTokenizerError(f"{where}: pre-tokenizer steps {kinds} are not Split(regex) + ByteLevel "
+                                        "or Digits + ByteLevel")
     split, byte_level = steps
     regex = (split.get("pattern") or {}).get("Regex")
     if (split.get("behavior") != "Isolated" or split.get("invert") or byte_level.get("add_prefix_space")
@@ -83,6 +90,33 @@ def pre_tokenizer_type(tokenizer_json: dict, where: str = "tokenizer.json") -> s
         raise UnsupportedTokenizerError(f"{where}: ignore_merges={model.get('ignore_merges')} but llama.cpp's "
                                         f"{name!r} pre-tokenizer assumes {ignore_merges}")
     return name
+
+
+def _digits_then_gpt2(steps: list[dict], model: dict, where: str) -> str:
+    digits, byte_level = steps
+    if (not digits.get("individual_digits") or byte_level.get("add_prefix_space")
+            or not byte_level.get("use_regex", True) or model.get("ignore_merges")):
+        raise UnsupportedTokenizerError(f"{where}: pre-tokenizer options {steps} have no llama.cpp equivalent")
+    return DIGITS_THEN_GPT2
+
+
+def restore_pre_tokenizer(tokenizer, gguf_path: Path) -> None:
+    """Give a tokenizer that transformers read from a GGUF the splitting its `tokenizer.ggml.pre` names.
+
+    transformers knows the regexes of llama-bpe, qwen2 and a few more; for other names (SmolLM2's "smollm")
+    it leaves GPT-2's plain ByteLevel split, which is not what llama.cpp does with the same file. Put back
+    what the file says, so the HF folder, the source GGUF and the GGUF we write all tokenize alike.
+    """
+    import gguf
+    from tokenizers import pre_tokenizers
+
+    field = gguf.GGUFReader(gguf_path).get_field(gguf.Keys.Tokenizer.PRE)
+    backend = tokenizer.backend_tokenizer
+    if field is not None and field.contents() == DIGITS_THEN_GPT2 and isinstance(
+            backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
 
 
 def add_vocab(writer, model_dir: Path, config: dict, tokenizer) -> None:
