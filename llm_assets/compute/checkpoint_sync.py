@@ -2,7 +2,7 @@
 
 The trainer writes checkpoints to a local folder and marks each one complete after its last file
 (llm_assets.core.training). A background thread uploads every newly completed checkpoint as a folder
-artifact (its manifest is written last, so a half upload is never trusted) and then points
+artifact (its folder index is written last, so a half upload is never trusted) and then points
 `<prefix>/LATEST.json` at it. A worker starting on a fresh machine downloads that checkpoint first.
 After the stage succeeds LATEST points at nothing, so the same work later starts from scratch.
 """

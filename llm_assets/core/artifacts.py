@@ -5,9 +5,10 @@ returned Artifact (uri, sha256, size) in their metadata. Two stores share one
 interface: LocalArtifactStore (a folder, file:// URIs) and S3ArtifactStore
 (any S3-compatible server, s3:// URIs).
 
-A folder artifact is its files plus `_manifest.json` (relative paths, hashes,
-sizes), written LAST: a folder without its manifest is never trusted, so a
-crash mid-upload leaves nothing a reader accepts.
+A folder artifact is its files plus its folder index (relative paths, hashes,
+sizes), written LAST: a folder without its index is never trusted, so a
+crash mid-upload leaves nothing a reader accepts. (An asset's *manifest* is
+something else: the small JSON value an asset returns, see resources/manifest_io_manager.py.)
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from llm_assets.core.atomic import atomic_dir, atomic_path, write_text
 from llm_assets.core.errors import ArtifactIntegrityError, ConfigError, DataFormatError, PipelineError
 from llm_assets.core.s3_settings import S3Settings
 
-MANIFEST_NAME = "_manifest.json"
-MANIFEST_FORMAT = "llm_assets.folder/1"
+FOLDER_INDEX_NAME = "_manifest.json"  # the file's name in stores already written; renaming it would orphan them
+FOLDER_INDEX_FORMAT = "llm_assets.folder/1"
 CHUNK_SIZE = 1 << 20
 
 
 class ArtifactNotFoundError(PipelineError, FileNotFoundError):
-    """No complete artifact at this URI (absent, or a folder without its manifest)."""
+    """No complete artifact at this URI (absent, or a folder without its index)."""
 
     def __init__(self, uri: str, why: str = "no such artifact"):
         self.uri = uri
@@ -136,29 +137,29 @@ def scan_dir(local_dir: str | os.PathLike) -> list[tuple[str, Path]]:
 
 
 def _reject_reserved(local_dir: Path, files: list[tuple[str, Path]]) -> None:
-    if any(rel == MANIFEST_NAME for rel, _ in files):
-        raise DataFormatError(local_dir / MANIFEST_NAME, None,
-                              f"'{MANIFEST_NAME}' is reserved for the store's folder manifest; rename it")
+    if any(rel == FOLDER_INDEX_NAME for rel, _ in files):
+        raise DataFormatError(local_dir / FOLDER_INDEX_NAME, None,
+                              f"'{FOLDER_INDEX_NAME}' is reserved for the store's folder index; rename it")
 
 
-def build_manifest(entries: list[dict]) -> dict:
+def build_folder_index(entries: list[dict]) -> dict:
     pairs = [(e["path"], e["sha256"]) for e in entries]
-    return {"format": MANIFEST_FORMAT, "sha256": folder_sha256(pairs),
+    return {"format": FOLDER_INDEX_FORMAT, "sha256": folder_sha256(pairs),
             "size": sum(e["size"] for e in entries), "files": entries}
 
 
-def parse_manifest(manifest_uri: str, text: str) -> dict:
-    """Validate a folder manifest; a manifest whose hash disagrees with its entries is rejected."""
+def parse_folder_index(index_uri: str, text: str) -> dict:
+    """Validate a folder index; an index whose hash disagrees with its entries is rejected."""
     try:
         data = json.loads(text)
         entries = [{"path": validate_key(e["path"]), "sha256": str(e["sha256"]), "size": int(e["size"])}
                    for e in data["files"]]
         recorded = data["sha256"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise DataFormatError(manifest_uri, None, f"not a valid folder manifest: {exc}") from exc
-    manifest = build_manifest(entries)
-    check_sha256(manifest_uri, recorded, manifest["sha256"])
-    return manifest
+        raise DataFormatError(index_uri, None, f"not a valid folder index: {exc}") from exc
+    index = build_folder_index(entries)
+    check_sha256(index_uri, recorded, index["sha256"])
+    return index
 
 
 # -- stores --------------------------------------------------------------------
@@ -185,7 +186,7 @@ class ArtifactStore(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, uri: str) -> bool:
-        """True for a file, or a folder whose manifest is present."""
+        """True for a file, or a folder whose index is present."""
 
     def local_path(self, uri: str, expected_sha256: str | None = None) -> Path | None:
         """A readable local path for `uri` without copying, or None when the store is remote."""
@@ -243,28 +244,28 @@ class LocalArtifactStore(ArtifactStore):
         src, dest = Path(local_dir), self._path_for(key)
         in_place = src.resolve() == dest.resolve()
         # List before writing: a destination inside the source must not see its own temp folder.
-        files = [(rel, p) for rel, p in scan_dir(src) if not (in_place and rel == MANIFEST_NAME)]
+        files = [(rel, p) for rel, p in scan_dir(src) if not (in_place and rel == FOLDER_INDEX_NAME)]
         _reject_reserved(src, files)
         if in_place:
-            (dest / MANIFEST_NAME).unlink(missing_ok=True)  # untrusted while re-hashing
+            (dest / FOLDER_INDEX_NAME).unlink(missing_ok=True)  # untrusted while re-hashing
             entries = [{"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size} for rel, p in files]
-            manifest = build_manifest(entries)
-            write_text(dest / MANIFEST_NAME, json.dumps(manifest, indent=1))
-            return Artifact(dest.as_uri(), manifest["sha256"], manifest["size"])
+            index = build_folder_index(entries)
+            write_text(dest / FOLDER_INDEX_NAME, json.dumps(index, indent=1))
+            return Artifact(dest.as_uri(), index["sha256"], index["size"])
         with atomic_dir(dest) as tmp:
             entries = []
             for rel, path in files:
                 sha, size = _copy_file(path, tmp / rel)
                 entries.append({"path": rel, "sha256": sha, "size": size})
-            manifest = build_manifest(entries)
-            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        return Artifact(dest.as_uri(), manifest["sha256"], manifest["size"])
+            index = build_folder_index(entries)
+            (tmp / FOLDER_INDEX_NAME).write_text(json.dumps(index, indent=1), encoding="utf-8")
+        return Artifact(dest.as_uri(), index["sha256"], index["size"])
 
-    def _manifest(self, uri: str) -> dict:
-        manifest_path = _file_uri_to_path(uri) / MANIFEST_NAME
-        if not manifest_path.is_file():
-            raise ArtifactNotFoundError(uri, f"no complete folder artifact (missing {MANIFEST_NAME})")
-        return parse_manifest(manifest_path.as_uri(), manifest_path.read_text(encoding="utf-8"))
+    def _folder_index(self, uri: str) -> dict:
+        index_path = _file_uri_to_path(uri) / FOLDER_INDEX_NAME
+        if not index_path.is_file():
+            raise ArtifactNotFoundError(uri, f"no complete folder artifact (missing {FOLDER_INDEX_NAME})")
+        return parse_folder_index(index_path.as_uri(), index_path.read_text(encoding="utf-8"))
 
     def get_file(self, uri, dest, expected_sha256=None) -> Path:
         src, dest = _file_uri_to_path(uri), Path(dest)
@@ -280,21 +281,21 @@ class LocalArtifactStore(ArtifactStore):
         return dest
 
     def get_dir(self, uri, dest, expected_sha256=None) -> Path:
-        manifest, src, dest = self._manifest(uri), _file_uri_to_path(uri), Path(dest)
-        check_sha256(uri, expected_sha256, manifest["sha256"])
-        if src.resolve() == dest.resolve():  # replacing the folder with itself would drop its manifest
+        index, src, dest = self._folder_index(uri), _file_uri_to_path(uri), Path(dest)
+        check_sha256(uri, expected_sha256, index["sha256"])
+        if src.resolve() == dest.resolve():  # replacing the folder with itself would drop its index
             return self.local_path(uri, expected_sha256)
         with atomic_dir(dest) as tmp:
-            for entry in manifest["files"]:
+            for entry in index["files"]:
                 file_uri = f"{uri}/{entry['path']}"
                 if not (src / entry["path"]).is_file():
-                    raise ArtifactNotFoundError(file_uri, "listed in the manifest but missing")
+                    raise ArtifactNotFoundError(file_uri, "listed in the folder index but missing")
                 check_sha256(file_uri, entry["sha256"], _copy_file(src / entry["path"], tmp / entry["path"])[0])
         return dest
 
     def exists(self, uri: str) -> bool:
         path = _file_uri_to_path(uri)
-        return path.is_file() or (path / MANIFEST_NAME).is_file()
+        return path.is_file() or (path / FOLDER_INDEX_NAME).is_file()
 
     def local_path(self, uri: str, expected_sha256: str | None = None) -> Path:
         """The artifact's own path (no copy); verified against `expected_sha256` when given."""
@@ -303,10 +304,10 @@ class LocalArtifactStore(ArtifactStore):
             if expected_sha256 is not None:
                 check_sha256(uri, expected_sha256, sha256_file(path))
             return path
-        manifest = self._manifest(uri)
+        index = self._folder_index(uri)
         if expected_sha256 is not None:
-            check_sha256(uri, expected_sha256, manifest["sha256"])
-            for entry in manifest["files"]:
+            check_sha256(uri, expected_sha256, index["sha256"])
+            for entry in index["files"]:
                 check_sha256(f"{uri}/{entry['path']}", entry["sha256"], sha256_file(path / entry["path"]))
         return path
 

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from llm_assets.core.artifacts import (
-    MANIFEST_NAME, Artifact, ArtifactNotFoundError, ArtifactStore, _reject_reserved, build_manifest, check_sha256,
-    parse_manifest, scan_dir, sha256_file, validate_key,
+    FOLDER_INDEX_NAME, Artifact, ArtifactNotFoundError, ArtifactStore, _reject_reserved, build_folder_index, check_sha256,
+    parse_folder_index, scan_dir, sha256_file, validate_key,
 )
 from llm_assets.core.atomic import atomic_dir, atomic_path
 from llm_assets.core.errors import ConfigError
@@ -105,17 +105,17 @@ class S3ArtifactStore(ArtifactStore):
         files = scan_dir(src)
         _reject_reserved(src, files)
         bucket, base = self._split(uri)
-        # An old manifest must not vouch for a half-replaced folder: drop it before uploading.
-        self.client.delete_object(Bucket=bucket, Key=f"{base}/{MANIFEST_NAME}")
+        # An old index must not vouch for a half-replaced folder: drop it before uploading.
+        self.client.delete_object(Bucket=bucket, Key=f"{base}/{FOLDER_INDEX_NAME}")
         entries = []
         for rel, path in files:
             sha, size = self._upload(path, bucket, f"{base}/{rel}")
             entries.append({"path": rel, "sha256": sha, "size": size})
-        manifest = build_manifest(entries)
-        self.client.put_object(Bucket=bucket, Key=f"{base}/{MANIFEST_NAME}",
-                               Body=json.dumps(manifest, indent=1).encode("utf-8"),
+        index = build_folder_index(entries)
+        self.client.put_object(Bucket=bucket, Key=f"{base}/{FOLDER_INDEX_NAME}",
+                               Body=json.dumps(index, indent=1).encode("utf-8"),
                                ContentType="application/json")
-        return Artifact(uri, manifest["sha256"], manifest["size"])
+        return Artifact(uri, index["sha256"], index["size"])
 
     def _download(self, uri: str, dest: Path, expected_sha256: str | None) -> None:
         bucket, key = self._split(uri)
@@ -136,27 +136,27 @@ class S3ArtifactStore(ArtifactStore):
         self._download(uri, dest, expected_sha256)
         return dest
 
-    def _manifest(self, uri: str) -> dict:
+    def _folder_index(self, uri: str) -> dict:
         from botocore.exceptions import ClientError
 
         bucket, base = self._split(uri)
         try:
-            body = self.client.get_object(Bucket=bucket, Key=f"{base}/{MANIFEST_NAME}")["Body"].read()
+            body = self.client.get_object(Bucket=bucket, Key=f"{base}/{FOLDER_INDEX_NAME}")["Body"].read()
         except ClientError as exc:
             if self._is_missing(exc):
                 raise ArtifactNotFoundError(
-                    uri, f"no complete folder artifact (missing {MANIFEST_NAME})") from None
+                    uri, f"no complete folder artifact (missing {FOLDER_INDEX_NAME})") from None
             raise
-        return parse_manifest(f"{uri}/{MANIFEST_NAME}", body.decode("utf-8"))
+        return parse_folder_index(f"{uri}/{FOLDER_INDEX_NAME}", body.decode("utf-8"))
 
     def get_dir(self, uri, dest, expected_sha256=None) -> Path:
-        manifest, dest = self._manifest(uri), Path(dest)
-        check_sha256(uri, expected_sha256, manifest["sha256"])
+        index, dest = self._folder_index(uri), Path(dest)
+        check_sha256(uri, expected_sha256, index["sha256"])
         with atomic_dir(dest) as tmp:
-            for entry in manifest["files"]:
+            for entry in index["files"]:
                 self._download(f"{uri}/{entry['path']}", tmp / entry["path"], entry["sha256"])
         return dest
 
     def exists(self, uri: str) -> bool:
         bucket, key = self._split(uri)
-        return self._head(bucket, key) is not None or self._head(bucket, f"{key}/{MANIFEST_NAME}") is not None
+        return self._head(bucket, key) is not None or self._head(bucket, f"{key}/{FOLDER_INDEX_NAME}") is not None

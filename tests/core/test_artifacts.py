@@ -12,7 +12,7 @@ import pytest
 
 from llm_assets.core import artifacts
 from llm_assets.core.artifacts import (
-    MANIFEST_NAME, Artifact, ArtifactNotFoundError, LocalArtifactStore, S3ArtifactStore,
+    FOLDER_INDEX_NAME, Artifact, ArtifactNotFoundError, LocalArtifactStore, S3ArtifactStore,
     cas_key, folder_sha256, run_key, sha256_file, store_from_uri, validate_key,
 )
 from llm_assets.core.errors import ArtifactIntegrityError, ConfigError, DataFormatError
@@ -119,14 +119,14 @@ def test_local_put_in_place_does_not_copy(store):
     art = store.put_dir(folder, "runs/r1/lora_adapter")
     assert (folder / "config.json").stat().st_ino == inode
     assert art.sha256 == expected_folder_hash(files) and store.exists(art.uri)
-    assert store.put_dir(folder, "runs/r1/lora_adapter") == art  # again: its own manifest is not content
+    assert store.put_dir(folder, "runs/r1/lora_adapter") == art  # again: its own folder index is not content
 
 
 def test_local_folder_round_trip_and_replace(store, tmp_path):
     files = make_tree(tmp_path / "model")
     art = store.put_dir(tmp_path / "model", "runs/r1/lora_adapter/adapter")
     assert art.sha256 == expected_folder_hash(files) and art.size == sum(map(len, files.values()))
-    manifest = json.loads((store.local_path(art.uri) / MANIFEST_NAME).read_text())
+    manifest = json.loads((store.local_path(art.uri) / FOLDER_INDEX_NAME).read_text())
     assert sorted(e["path"] for e in manifest["files"]) == sorted(files)
     got = store.get_dir(art.uri, tmp_path / "got", expected_sha256=art.sha256)
     assert read_tree(got) == files
@@ -137,7 +137,7 @@ def test_local_folder_round_trip_and_replace(store, tmp_path):
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "only.txt").write_text("v2")
     art2 = store.put_dir(tmp_path / "v2", "runs/r1/lora_adapter/adapter")
-    assert set(read_tree(store.local_path(art2.uri))) == {"only.txt", MANIFEST_NAME}
+    assert set(read_tree(store.local_path(art2.uri))) == {"only.txt", FOLDER_INDEX_NAME}
     assert read_tree(store.get_dir(art2.uri, tmp_path / "got")) == {"only.txt": b"v2"}
 
 
@@ -172,12 +172,12 @@ def test_local_put_dir_failure_leaves_nothing(store, tmp_path, monkeypatch):
     assert list((store.root / "runs/r1").iterdir()) == []
 
 
-def test_local_folder_without_manifest_is_not_trusted(store, tmp_path):
+def test_local_folder_without_its_index_is_not_trusted(store, tmp_path):
     make_tree(tmp_path / "model")
     art = store.put_dir(tmp_path / "model", "runs/r1/lora_adapter")
-    (store.local_path(art.uri) / MANIFEST_NAME).unlink()
+    (store.local_path(art.uri) / FOLDER_INDEX_NAME).unlink()
     assert not store.exists(art.uri)
-    with pytest.raises(ArtifactNotFoundError, match=MANIFEST_NAME) as err:
+    with pytest.raises(ArtifactNotFoundError, match=FOLDER_INDEX_NAME) as err:
         store.get_dir(art.uri, tmp_path / "got")
     assert art.uri in str(err.value) and not (tmp_path / "got").exists()
     with pytest.raises(ArtifactNotFoundError):
@@ -211,17 +211,17 @@ def test_local_tampered_folder_raises_naming_the_file(store, tmp_path):
         store.get_dir(art.uri, tmp_path / "got", expected_sha256="f" * 64)
 
 
-def test_local_bad_manifests_are_rejected(store, tmp_path):
+def test_local_bad_folder_indexes_are_rejected(store, tmp_path):
     make_tree(tmp_path / "model")
     art = store.put_dir(tmp_path / "model", "runs/r1/lora_adapter")
-    manifest_path = store.local_path(art.uri) / MANIFEST_NAME
+    manifest_path = store.local_path(art.uri) / FOLDER_INDEX_NAME
     manifest = json.loads(manifest_path.read_text())
     manifest["files"][0]["sha256"] = "0" * 64  # edited entry no longer matches the recorded folder hash
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactIntegrityError, match=MANIFEST_NAME):
+    with pytest.raises(ArtifactIntegrityError, match=FOLDER_INDEX_NAME):
         store.get_dir(art.uri, tmp_path / "got")
 
-    evil = artifacts.build_manifest([{"path": "../escaped.txt", "sha256": "0" * 64, "size": 1}])
+    evil = artifacts.build_folder_index([{"path": "../escaped.txt", "sha256": "0" * 64, "size": 1}])
     manifest_path.write_text(json.dumps(evil))
     with pytest.raises(DataFormatError, match="escaped"):
         store.get_dir(art.uri, tmp_path / "got")
@@ -234,7 +234,7 @@ def test_local_missing_and_reserved(store, tmp_path):
         store.get_file(uri, tmp_path / "x")
     assert isinstance(err.value, FileNotFoundError) and uri in str(err.value)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / MANIFEST_NAME).write_text("{}")
+    (tmp_path / "model" / FOLDER_INDEX_NAME).write_text("{}")
     with pytest.raises(DataFormatError, match="reserved"):
         store.put_dir(tmp_path / "model", "runs/r1/m")
 
@@ -303,9 +303,9 @@ def test_s3_folder_round_trip_and_manifest_gate(s3_store, tmp_path):
     got = s3_store.get_dir(art.uri, tmp_path / "got", expected_sha256=art.sha256)
     assert read_tree(got) == files
 
-    s3_store.client.delete_object(Bucket=s3_store.bucket, Key=f"llm/runs/r1/lora_adapter/{MANIFEST_NAME}")
+    s3_store.client.delete_object(Bucket=s3_store.bucket, Key=f"llm/runs/r1/lora_adapter/{FOLDER_INDEX_NAME}")
     assert not s3_store.exists(art.uri)
-    with pytest.raises(ArtifactNotFoundError, match=MANIFEST_NAME) as err:
+    with pytest.raises(ArtifactNotFoundError, match=FOLDER_INDEX_NAME) as err:
         s3_store.get_dir(art.uri, tmp_path / "got2")
     assert art.uri in str(err.value) and not (tmp_path / "got2").exists()
 

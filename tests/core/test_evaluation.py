@@ -180,8 +180,9 @@ def test_llama_repack_setting_reaches_every_evaluation_process(ggufs, benchmark)
 def test_eval_config_offers_the_llama_repack_setting():
     from pydantic import ValidationError
 
-    from llm_assets.config import EvalConfig
+    from llm_assets.config import CONFIG_BY_ASSET
 
+    EvalConfig = CONFIG_BY_ASSET["eval_report"]
     assert EvalConfig().llama_repack == "auto" and EvalConfig(llama_repack="off").llama_repack == "off"
     assert "AMX" in EvalConfig.model_fields["llama_repack"].description
     with pytest.raises(ValidationError, match="llama_repack"):
