@@ -109,15 +109,14 @@ def load_line(when: str) -> str:
 
 
 def embedded_base(workdir: Path, pretrain_steps: int) -> Path:
-    """The cpu_tiny preset's embedded base model, built once per work folder."""
-    from llm_assets.presets import load_preset
+    """The embedded base model the bunny trains on (models/pet-brain.yaml), built once per work folder."""
     from llm_assets.core.base_models import prepare_base_model
     from llm_assets.core.hyperparameters import BaseModelParams
+    from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
 
     out = workdir / f"base-{pretrain_steps}"
     if not (out / "config.json").exists():
-        spec = load_preset("cpu_tiny")["ops"]["base_model"]["config"] | {"pretrain_steps": pretrain_steps}
-        prepare_base_model(BaseModelParams(**spec), out)
+        prepare_base_model(BaseModelParams(model_id=EMBEDDED_MODEL_ID, pretrain_steps=pretrain_steps), out)
     return out
 
 

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 
+MODEL, GATE_THRESHOLD = "pet-brain", 0.95  # models/pet-brain.yaml: what the graph trains, and its gate
+
 
 def run_config(rows: int, steps: int, examples: int, pretrain_steps: int) -> dict:
-    from llm_assets.presets import load_preset
-
-    base = load_preset("cpu_tiny")["ops"]["base_model"]["config"] | {"pretrain_steps": pretrain_steps}
+    base = {"pretrain_steps": pretrain_steps}  # over models/pet-brain.yaml's base model (the embedded one)
     return {"ops": {
         "raw_dataset": {"config": {"source": "embedded:pet", "num_examples": rows, "seed": 0}},
         "eval_benchmark": {"config": {"examples_per_category": max(1, -(-examples // 5))}},
@@ -51,9 +51,12 @@ def graph(config: dict, work: Path) -> dict:
     from jobs import DEFAULT_TRAINING_JOB
     from llm_assets.definitions import defs
 
+    from resources.model_catalog import register_models
+
     instance = dg.DagsterInstance.ephemeral()
+    register_models(instance, [MODEL])
     result = defs.resolve_job_def(DEFAULT_TRAINING_JOB).execute_in_process(
-        run_config=config, instance=instance, raise_on_error=False)
+        run_config=config, instance=instance, raise_on_error=False, partition_key=MODEL)
     done = sorted(m.asset_key.to_user_string() for m in result.get_asset_materialization_events())
     if "eval_report" not in done:
         failures = [e.message for e in result.all_events if e.is_failure]
@@ -78,6 +81,7 @@ def direct(config: dict, work: Path) -> dict:
     from llm_assets.core.evaluation import evaluate_variants
     from llm_assets.core.gguf_convert import convert_to_gguf
     from llm_assets.core.gguf_export import export_gguf_variants
+    from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
     from llm_assets.core.hyperparameters import (BaseModelParams, BenchmarkParams, DatasetParams, EvalParams,
                                                  ExportParams, RawDataParams, TrainingParams)
 
@@ -97,7 +101,7 @@ def direct(config: dict, work: Path) -> dict:
     lap("raw_dataset")
     bench = pet_benchmark.generate_benchmark(bench_p.examples_per_category, bench_p.seed)
     lap("eval_benchmark")
-    prepare_base_model(BaseModelParams(**ops["base_model"]), work / "base")
+    prepare_base_model(BaseModelParams(**{"model_id": EMBEDDED_MODEL_ID, **ops["base_model"]}), work / "base")
     lap("base_model")
     tokenizer = AutoTokenizer.from_pretrained(work / "base")
     data = DatasetParams()
@@ -119,9 +123,9 @@ def direct(config: dict, work: Path) -> dict:
     report = evaluate_variants({n: v["path"] for n, v in variants.items()},
                                convert_to_gguf(work / "base", work / "baseline-f16.gguf", "f16"), prompts,
                                [b["completion"] for b in bench], [b["category"] for b in bench],
-                               ev.max_new_tokens, ev.deployable, ev.threshold)
+                               ev.max_new_tokens, ev.deployable, ev.threshold or GATE_THRESHOLD)
     lap("eval_report")
-    return {"train_steps": result["global_steps"], "strict_accuracy": report["gate"]["strict_accuracy"],
+    return {"train_steps": result["global_steps"], "strict_accuracy": report["gate"]["value"],
             "steps": steps}
 
 

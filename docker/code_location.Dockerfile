@@ -21,6 +21,7 @@ COPY resources ./resources
 COPY sensors ./sensors
 COPY jobs ./jobs
 COPY configs ./configs
+COPY models ./models
 RUN pip install --no-cache-dir -c /tmp/torch-constraint.txt .
 
 EXPOSE 4000

@@ -24,12 +24,12 @@ PIPELINE = dg.AssetSelection.groups("data", "training", "export", "evaluation") 
 DEFAULT_TRAINING_JOB = "train_cpu_tiny_job"
 
 
-def preset_job(preset: str | Path) -> dg.UnresolvedAssetJobDefinition:
-    """`train_<name>_job`: the whole graph, data to gated GGUF, with a preset (a name under configs/ or a path
-    to a YAML file) as its default run config."""
+def preset_job(preset: str | Path, tags: dict | None = None) -> dg.UnresolvedAssetJobDefinition:
+    """`train_<name>_job`: the whole graph, data to gated GGUF, for the model partition a run picks, with a preset
+    (a name under configs/ or a path to a YAML file) as its default run config."""
     name = Path(preset).stem
     return dg.define_asset_job(
-        f"train_{name}_job", selection=PIPELINE, config=load_preset(preset),
+        f"train_{name}_job", selection=PIPELINE, config=load_preset(preset), tags=tags,
         description=f"The whole graph, data to gated GGUF, with the {name} preset: {preset_summary(preset)}")
 
 

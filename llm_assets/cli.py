@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from llm_assets.core.promotion import gate_value
+
 REGISTRY_DB_HELP = ("registry database URL (sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB); default: "
                     "$LLM_ASSETS_REGISTRY_URL, else $DAGSTER_HOME/registry.db, else ./.dagster_home/registry.db")
 
@@ -120,10 +122,11 @@ def _show(registry, args) -> dict:
     model, ref = _split(args.target)
     if ref is None:
         versions = registry.list_versions(model)
+        # SCORE: the metric the model's gate reads (strict accuracy for the bunny), named by METRIC.
         rows = [[_v(r.version), r.status, ",".join(r.aliases) or "-", _gate(r.gate_passed),
-                 _fmt((r.metrics or {}).get("strict_accuracy")), r.quantization or "-", _fmt(r.gguf_bytes),
-                 _when(r.created_at)] for r in versions]
-        headers = ["VERSION", "STATUS", "ALIASES", "GATE", "STRICT_ACC", "QUANT", "GGUF_BYTES", "CREATED"]
+                 (r.metrics or {}).get("gate_metric", "strict_accuracy"), _fmt(gate_value(r)),
+                 r.quantization or "-", _fmt(r.gguf_bytes), _when(r.created_at)] for r in versions]
+        headers = ["VERSION", "STATUS", "ALIASES", "GATE", "METRIC", "SCORE", "QUANT", "GGUF_BYTES", "CREATED"]
         return {"data": [r.to_dict() for r in versions], "text": f"{model}\n" + _table(headers, rows)}
     record = registry.resolve(model, ref)
     data = record.to_dict()

@@ -10,6 +10,7 @@ from typing import Collection, Optional
 import dagster as dg
 from pydantic import Field
 
+from llm_assets.core.model_spec import ModelSpec, tightened_gate
 from llm_assets.stages import STAGES, Stage
 
 COMPUTE_FIELD_DESCRIPTION = (
@@ -32,13 +33,15 @@ def _config_class(stage: Stage) -> type[dg.Config]:
 CONFIG_BY_ASSET: dict[str, type[dg.Config]] = {asset: _config_class(stage) for asset, stage in STAGES.items()}
 
 
-def validate_run_config(run_config: dict, compute_names: Optional[Collection[str]] = None) -> None:
+def validate_run_config(run_config: dict, compute_names: Optional[Collection[str]] = None,
+                        model: Optional[ModelSpec] = None) -> None:
     """Check every asset's config of a run up front, so a typo fails before any compute.
 
     Dagster validates each step's config when the step starts; the first steps
     call this so that a bad learning rate fails the run in seconds, not after
     data preparation. With `compute_names` (the compute_backends resource's names in this deployment), every
-    stage's `compute` must be one of them. Raises ConfigError naming ops.<asset>.config.<field>.
+    stage's `compute` must be one of them. With `model` (the partition's model file), eval_report's threshold may
+    raise the model's gate, never lower it. Raises ConfigError naming ops.<asset>.config.<field>.
     """
     import pydantic
 
@@ -58,3 +61,5 @@ def validate_run_config(run_config: dict, compute_names: Optional[Collection[str
         if compute_names is not None and compute is not None and compute not in compute_names:
             raise ConfigError(f"ops.{asset}.config.compute", compute,
                               f"no such compute backend in this deployment; known: {', '.join(compute_names)}")
+        if model is not None and asset == "eval_report":
+            tightened_gate(model.gate, config.threshold, f"ops.{asset}.config.threshold")

@@ -14,6 +14,7 @@ from jobs import all_jobs
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 from resources.artifact_store import ArtifactStoreResource
 from resources.manifest_io_manager import ManifestIOManager
+from resources.model_catalog import ModelCatalogResource
 from resources.registry import ModelRegistryResource
 from resources.retraining import RetrainingResource
 from resources.watched_s3 import WatchedS3Resource
@@ -54,6 +55,7 @@ def resources_for(env: str) -> dict:
     chosen = ENVIRONMENTS[env]
     return {**chosen, "io_manager": ManifestIOManager(artifact_store=chosen["artifact_store"]),
             "retraining": RetrainingResource(),  # watch_dir / watch_s3_uri: read at each sensor tick
+            "model_catalog": ModelCatalogResource(),  # LLM_ASSETS_MODELS_DIR else models/: read when used
             **_compute_resources()}
 
 

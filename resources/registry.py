@@ -15,7 +15,6 @@ class ModelRegistryResource(dg.ConfigurableResource):
         default=None,
         description="SQLAlchemy URL: sqlite:///path/registry.db or postgresql://user:pass@host/db. Unset: "
         "$LLM_ASSETS_REGISTRY_URL, else sqlite:///$DAGSTER_HOME/registry.db.")
-    model_name: str = Field(default="pet-brain", description="Registry name the pipeline registers versions under.")
     timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for a database lock or connection.")
     promotion_mode: Literal["auto", "manual"] = Field(
         default="auto", description="auto: the promotion sensor promotes passing challengers; manual: it only "

@@ -26,12 +26,16 @@ class RetrainingResource(dg.ConfigurableResource):
         default=None, description="s3://bucket/prefix whose *.jsonl objects are the training data (listed through "
         "the `watched_s3` dagster-aws resource); a new or changed object starts a retraining run reading that "
         "prefix. Unset: $LLM_ASSETS_WATCH_S3_URI, read at each sensor tick, else not watched.")
+    model: str = Field(
+        default="pet-brain", description="The model (models/<name>.yaml) that watch_dir / watch_s3_uri retrain. A "
+        "model file whose data.source is itself a folder or an s3:// prefix is watched for that model anyway.")
     debounce_s: float = Field(
         default=60.0, ge=0, description="A run starts only once every new or changed file has been unchanged for "
         "this many seconds, so a burst of uploads makes one run and no file is read half-written.")
     preset: str = Field(
-        default="cpu_tiny", description="Run config of a retraining run: a preset name under configs/ or a path to "
-        "a YAML file; the watched source replaces its raw_dataset.source.")
+        default="cpu_tiny", description="Run config of a retraining run from watch_dir / watch_s3_uri: a preset "
+        "name under configs/ or a path to a YAML file; the watched source replaces its raw_dataset.source. A model "
+        "file's own watched source uses the model file's preset.")
     max_attempts: int = Field(
         default=3, ge=1, description="Trainings per data version before the gate-failure sensor stops and raises "
         "an alert: the first run plus one per ladder rung.")
@@ -49,9 +53,9 @@ class RetrainingResource(dg.ConfigurableResource):
     def policy(self) -> RetrainPolicy:
         return RetrainPolicy(ladder_from_json(self.ladder), self.max_attempts)
 
-    def run_config_for(self, source: str) -> dict:
-        """The preset's run config, reading its raw data from `source`."""
-        config = copy.deepcopy(load_preset(self.preset))
+    def run_config_for(self, source: str, preset: Optional[str] = None) -> dict:
+        """The preset's run config (this resource's unless named), reading its raw data from `source`."""
+        config = copy.deepcopy(load_preset(preset or self.preset))
         ops = config.setdefault("ops", {})
         ops.setdefault("raw_dataset", {}).setdefault("config", {})["source"] = source
         return config

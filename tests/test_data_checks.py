@@ -6,14 +6,14 @@ import dagster as dg
 import pytest
 
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
-from tests.pipeline_configs import resources_for, tiny_run_config
+from tests.pipeline_configs import materialize, resources_for, tiny_run_config
 
 
 TRAINING = [a for a in PIPELINE_ASSETS if a.key.to_user_string() != "production_model"]
 
 
 def _materialize(tmp_path, run_config):
-    return dg.materialize(TRAINING + PIPELINE_CHECKS, resources=resources_for(tmp_path / "store"),
+    return materialize(TRAINING + PIPELINE_CHECKS, resources=resources_for(tmp_path / "store"),
                           run_config=run_config, raise_on_error=False)
 
 

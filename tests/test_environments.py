@@ -30,7 +30,7 @@ def configured_fields(resource: dg.ConfigurableResource) -> dict:
 def test_both_environments_build_the_same_resource_keys():
     local, production = resources_for("local"), resources_for("production")
     assert set(local) == set(production) == {"artifact_store", "io_manager", "model_registry", "retraining",
-                                             "watched_s3", "compute_backends"}
+                                             "watched_s3", "compute_backends", "model_catalog"}
     assert set(ENVIRONMENTS) == {"local", "production"}
     for env in ENVIRONMENTS:  # the IO manager writes manifests into the same store the assets use
         resources = resources_for(env)

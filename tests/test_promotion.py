@@ -10,7 +10,8 @@ from llm_assets.cli import main as cli
 from llm_assets.core.registry import ModelRegistry
 from resources.registry import ModelRegistryResource
 from sensors.promotion import promotion_sensor
-from tests.pipeline_configs import resources_for, tiny_run_config
+from resources.model_catalog import ModelCatalogResource
+from tests.pipeline_configs import MODEL, MODELS_DIR, REPO_MODELS_DIR, materialize, resources_for, tiny_run_config
 
 TRAINING = [a for a in PIPELINE_ASSETS if a.key.to_user_string() != "production_model"]
 
@@ -20,9 +21,10 @@ def _register(registry, acc, gate=True, bench="b1", status="candidate"):
                              metrics={"strict_accuracy": acc}, gguf_uri="file:///x.gguf", gguf_sha256="0" * 64)
 
 
-def _evaluate(resource, cursor=None):
+def _evaluate(resource, cursor=None, models_dir=REPO_MODELS_DIR):
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"model_registry": resource})
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+            "model_registry": resource, "model_catalog": ModelCatalogResource(folder=models_dir)})
         result = promotion_sensor(ctx)
     return result
 
@@ -34,7 +36,7 @@ def resource(tmp_path):
 
 def test_sensor_skips_an_empty_registry(resource):
     result = _evaluate(resource)
-    assert isinstance(result, dg.SkipReason) and "no model" in result.skip_message
+    assert not result.run_requests and "no pet-brain version registered yet" in result.skip_reason.skip_message
 
 
 def test_sensor_requests_promotion_of_a_passing_candidate_once(resource):
@@ -45,8 +47,9 @@ def test_sensor_requests_promotion_of_a_passing_candidate_once(resource):
     [request] = result.run_requests
     assert request.run_key == "promote-pet-brain-v2"
     assert request.run_config["ops"]["production_model"]["config"]["version"] == 2
+    assert request.partition_key == "pet-brain"
     again = _evaluate(resource, cursor=result.cursor)  # the next tick: nothing new, nothing requested
-    assert isinstance(again, dg.SkipReason)
+    assert not again.run_requests
 
 
 @pytest.mark.parametrize("challenger, bench, min_improvement, promoted", [
@@ -58,7 +61,7 @@ def test_challenger_must_beat_champion_on_the_same_benchmark(tmp_path, challenge
         _register(registry, 0.97)
         registry.promote("pet-brain", 1, actor="test")
         _register(registry, challenger, bench=bench)
-    result = _evaluate(resource, cursor="1")
+    result = _evaluate(resource, cursor='{"pet-brain": 1}')
     assert bool(getattr(result, "run_requests", None)) is promoted
 
 
@@ -75,16 +78,17 @@ def _train(root, seed):
     config["ops"]["raw_dataset"]["config"]["seed"] = seed
     # An honest gate for a 4-step model: no threshold and no baseline, so it passes and registers.
     config["ops"]["eval_report"]["config"].update({"threshold": 0.0, "evaluate_baseline": False})
-    result = dg.materialize(TRAINING + PIPELINE_CHECKS, resources=resources_for(root), run_config=config)
+    result = materialize(TRAINING + PIPELINE_CHECKS, resources=resources_for(root), run_config=config)
     assert result.success
     return result.asset_materializations_for_node("training_dataset")[0].metadata["sha256"].value[:16]
 
 
 def _promote_by_sensor(root, cursor):
     resources = resources_for(root)
-    result = _evaluate(resources["model_registry"], cursor=cursor)
+    result = _evaluate(resources["model_registry"], cursor=cursor, models_dir=MODELS_DIR)
     [request] = result.run_requests
-    run = dg.materialize([production_model], resources=resources, run_config=request.run_config)
+    run = materialize([production_model], resources=resources, run_config=request.run_config,
+                      partition_key=request.partition_key)
     assert run.success
     return result.cursor, run
 
@@ -103,16 +107,16 @@ def test_two_trainings_promotion_lineage_and_rollback(tmp_path, monkeypatch, cap
 
     db = f"sqlite:///{tmp_path}/registry.db"
     capsys.readouterr()
-    assert cli(["registry", "lineage", "pet-brain@production", "--db", db, "--json"]) == 0
+    assert cli(["registry", "lineage", f"{MODEL}@production", "--db", db, "--json"]) == 0
     lineage = json.loads(capsys.readouterr().out)
     dataset = next(step for step in lineage["chain"] if step["kind"] == "dataset")
     assert lineage["version"] == 2 and dataset["version"] == second_data
-    assert cli(["registry", "rollback", "pet-brain", "--db", db]) == 0
+    assert cli(["registry", "rollback", MODEL, "--db", db]) == 0
     with ModelRegistry(db) as registry:
-        production = registry.resolve("pet-brain", "production")
-        history = registry.history("pet-brain")
+        production = registry.resolve(MODEL, "production")
+        history = registry.history(MODEL)
     assert production.version == 1 and production.dataset_version == first_data
     with ModelRegistry(db) as registry:
-        assert registry.resolve("pet-brain", "staging").version == 2  # the last candidate that passed
+        assert registry.resolve(MODEL, "staging").version == 2  # the last candidate that passed
     assert [e.event for e in history].count("promote") >= 2 and history[-1].event == "rollback"
     assert [e.to_version for e in history if e.event == "stage"] == [1, 2]

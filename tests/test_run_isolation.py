@@ -20,7 +20,8 @@ import pytest
 from llm_assets.core.artifacts import LocalArtifactStore
 from llm_assets.core.registry import ModelRegistry
 from resources.manifest_io_manager import manifest_key, read_manifest
-from tests.pipeline_configs import resources_for, tiny_run_config
+from resources.model_catalog import register_models
+from tests.pipeline_configs import MODEL, resources_for, tiny_run_config
 
 ROOT = "LLM_ASSETS_TEST_ISOLATION_ROOT"
 GATE_STEP = "eval_report_accuracy_gate"
@@ -50,8 +51,9 @@ def training_job():
 
 
 def execute(instance, config, **kwargs):
+    """One run (or re-execution) of the training graph for the tests' model partition."""
     return dg.execute_job(dg.reconstructable(training_job), instance, run_config=config, raise_on_error=False,
-                          **kwargs)
+                          tags={"dagster/partition": MODEL}, **kwargs)
 
 
 # Each run in its own process, as `dagster job execute` or the daemon would start them: Dagster's log manager
@@ -77,6 +79,7 @@ def runs(tmp_path_factory):
         (root / "dagster").mkdir()
         with dg.instance_for_test(set_dagster_home=False, temp_dir=str(root / "dagster"),
                                   overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+            register_models(instance, [MODEL])
             logs = {name: open(root / f"run-{name}.log", "w") for name in CONFIGS}
             children = {}
             for name, config in CONFIGS.items():
@@ -107,7 +110,7 @@ def failed_steps(instance, run_id: str) -> list[str]:
 
 def versions(root) -> list:
     with ModelRegistry(f"sqlite:///{root}/registry.db") as registry:
-        return registry.list_versions("pet-brain")
+        return registry.list_versions(MODEL)
 
 
 def test_each_run_evaluates_its_own_gguf_and_registers_its_own_lineage(runs):
@@ -121,8 +124,8 @@ def test_each_run_evaluates_its_own_gguf_and_registers_its_own_lineage(runs):
     for name, run_id in run_ids.items():
         dataset, adapter = materialized(instance, run_id, "training_dataset"), materialized(instance, run_id,
                                                                                             "lora_adapter")
-        gguf = read_manifest(store, manifest_key("gguf_model", run_id))
-        report = read_manifest(store, manifest_key("eval_report", run_id))
+        gguf = read_manifest(store, manifest_key("gguf_model", run_id, MODEL))
+        report = read_manifest(store, manifest_key("eval_report", run_id, MODEL))
         assert report["gguf_model_sha256"] == gguf["sha256"] == materialized(instance, run_id, "gguf_model")["sha256"]
         version = by_run[run_id]
         assert (version.status, version.gate_passed) == (("candidate", True) if name == "A" else ("rejected", False))
@@ -169,4 +172,4 @@ def test_re_executed_registration_and_gate_add_no_version(runs):
     assert [(v.version, v.status, v.dagster_run_id) for v in versions(root)] == \
            [(v.version, v.status, v.dagster_run_id) for v in before]
     with ModelRegistry(f"sqlite:///{root}/registry.db") as registry:
-        assert [e.event for e in registry.history("pet-brain")].count("stage") == 1  # staged once, not again
+        assert [e.event for e in registry.history(MODEL)].count("stage") == 1  # staged once, not again

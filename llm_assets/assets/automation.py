@@ -25,6 +25,7 @@ import dagster as dg
 
 from llm_assets.compute.backends import raise_with_verdict
 from llm_assets.stages import get_stage
+from resources.model_catalog import MODEL_PARTITIONS
 
 # The steps that take every core of a machine for minutes (pretraining, fine-tuning, GGUF export, llama.cpp
 # evaluation) share this Dagster concurrency pool, so runs can take turns; the limit lives in the instance
@@ -64,10 +65,11 @@ def follows(*parents: str) -> dg.AutomationCondition:
 
 
 def stage_options(asset: str) -> dict:
-    """The @dg.asset options of a stage, from the stage table: every stage retries retryable failures; heavy
-    ones share the compute pool; those that follow another asset get their automation condition."""
+    """The @dg.asset options of a stage, from the stage table: every stage is partitioned by model and retries
+    retryable failures; heavy ones share the compute pool; those that follow another asset get their automation
+    condition."""
     stage = get_stage(asset)
-    options: dict = {"retry_policy": COMPUTE_RETRY_POLICY}
+    options: dict = {"retry_policy": COMPUTE_RETRY_POLICY, "partitions_def": MODEL_PARTITIONS}
     if stage.heavy:
         options["pool"] = COMPUTE_POOL
     if stage.follows:

@@ -10,17 +10,20 @@ from llm_assets.assets.automation import fail_fast, stage_options
 from llm_assets.compute.backends import ComputeBackends
 from llm_assets.config import CONFIG_BY_ASSET
 from resources.artifact_store import ArtifactStoreResource
+from resources.model_catalog import ModelCatalogResource
 
 
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"], **stage_options("eval_report"))
 @fail_fast
 def eval_report(context: dg.AssetExecutionContext, config: CONFIG_BY_ASSET["eval_report"],
-                artifact_store: ArtifactStoreResource, compute_backends: dg.ResourceParam[ComputeBackends],
+                artifact_store: ArtifactStoreResource, model_catalog: ModelCatalogResource,
+                compute_backends: dg.ResourceParam[ComputeBackends],
                 gguf_model: dict, eval_benchmark: dict, base_model: dict, lora_adapter: dict,
                 training_dataset: dict) -> dg.Output:
     """Every GGUF variant, and the untuned base model as baseline, answering the benchmark through llama.cpp."""
-    return compute_backends.run(context, config, artifact_store, gguf_model=gguf_model, eval_benchmark=eval_benchmark,
-                                base_model=base_model, lora_adapter=lora_adapter, training_dataset=training_dataset)
+    return compute_backends.run(
+        context, config, artifact_store, model_catalog, gguf_model=gguf_model, eval_benchmark=eval_benchmark,
+        base_model=base_model, lora_adapter=lora_adapter, training_dataset=training_dataset)
 
 
 @dg.asset_check(asset=eval_report,
@@ -36,7 +39,7 @@ def accuracy_gate(eval_report: dict) -> dg.AssetCheckResult:
     gate = eval_report["gate"]
     return dg.AssetCheckResult(
         passed=bool(gate["passed"]), description=gate["reason"],
-        metadata={"variant": str(gate["variant"]), "strict_accuracy": float(gate["strict_accuracy"] or 0.0),
+        metadata={"variant": str(gate["variant"]), "metric": gate["metric"], gate["metric"]: float(gate["value"] or 0.0),
                   "threshold": float(gate["threshold"]),
-                  "baseline_strict_accuracy": float(gate["baseline_strict_accuracy"] or 0.0)},
+                  "baseline": float(gate["baseline_value"] or 0.0)},
     )

@@ -12,6 +12,7 @@ from llm_assets.core.registry import (
     PRODUCTION, STAGING, ModelRegistry, RegistryError, RegistryNotFoundError, VersionRecord,
 )
 from resources.artifact_store import ArtifactStoreResource
+from resources.model_catalog import MODEL_PARTITIONS
 from resources.registry import ModelRegistryResource
 
 
@@ -62,8 +63,10 @@ def version_fields(run_id: str, parents: dict[str, dict]) -> dict:
         "dataset_version": dataset["sha256"][:16],
         "dataset_uris": [dataset["uri"]] + [s for s in [dataset.get("raw_source")] if s],
         "dataset_rows": dataset["train_rows"], "benchmark_version": report["benchmark_version"],
-        "metrics": {"strict_accuracy": gate["strict_accuracy"], "variants": report["variants"],
-                    "baseline_strict_accuracy": report["baseline_strict_accuracy"]},
+        # The gate's metric under its own name (strict_accuracy for the bunny), and which one it is, so promotion
+        # compares a challenger with production on what the model's gate reads.
+        "metrics": {gate["metric"]: gate["value"], "gate_metric": gate["metric"], "variants": report["variants"],
+                    "baseline": report["baseline_value"], "scorer": report.get("scorer")},
         "gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"], "config": adapter.get("config"),
         "dagster_run_id": run_id, "code_version": code_version(),
     }
@@ -101,7 +104,7 @@ def stage_if_newest(registry: ModelRegistry, record: VersionRecord, run_id: str)
                           reason=f"passed the gate in run {run_id}")
 
 
-@dg.asset(group_name="registry", kinds={"sqlite", "postgres"}, owners=["team:ml"],
+@dg.asset(group_name="registry", kinds={"sqlite", "postgres"}, owners=["team:ml"], partitions_def=MODEL_PARTITIONS,
           automation_condition=follows("eval_report"))
 def registered_model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource, eval_report: dict,
                      gguf_model: dict, lora_adapter: dict, training_dataset: dict, base_model: dict,
@@ -120,10 +123,11 @@ def registered_model(context: dg.AssetExecutionContext, model_registry: ModelReg
     # A re-execution is a new run; the version belongs to the run it re-executes.
     run_id = context.run.root_run_id or context.run.run_id
     with model_registry.registry() as registry:
-        record, new = register_once(registry, model_registry.model_name, version_fields(run_id, parents))
+        record, new = register_once(registry, context.partition_key, version_fields(run_id, parents))
         record = stage_if_newest(registry, record, run_id)
-    described = f"{record.model} v{record.version} ({record.quantization}, strict accuracy " \
-                f"{record.metrics['strict_accuracy']}, {record.status})"
+    metric = record.metrics.get("gate_metric", "strict_accuracy")
+    described = f"{record.model} v{record.version} ({record.quantization}, {metric.replace('_', ' ')} " \
+                f"{record.metrics.get(metric)}, {record.status})"
     context.log.info(f"{'registered' if new else 'already registered'} {described}")
     if not record.gate_passed:
         # No materialization: registered_model stays the last candidate that passed, the run fails like a gate
@@ -161,11 +165,13 @@ def artifact_verifier(store: ArtifactStore):
     return verify
 
 
-@dg.asset(group_name="registry", kinds={"gguf"}, owners=["team:ml"], deps=[registered_model])
+@dg.asset(group_name="registry", kinds={"gguf"}, owners=["team:ml"], deps=[registered_model],
+          partitions_def=MODEL_PARTITIONS)
 def production_model(context: dg.AssetExecutionContext, config: ProductionModelConfig,
                      model_registry: ModelRegistryResource, artifact_store: ArtifactStoreResource) -> dg.Output:
-    """The deployed model: the registry's `production` alias, with its lineage back to the dataset."""
-    name = model_registry.model_name
+    """The deployed model: the registry's `production` alias of this partition's model, with its lineage back to
+    that model's dataset."""
+    name = context.partition_key
     with model_registry.registry() as registry:
         if config.version:
             registry.promote(name, config.version, actor=config.actor, reason=config.reason,

@@ -40,9 +40,11 @@ def worker_command(stage: str, gpus: int = 0, python: str = "python") -> list[st
 
 
 def job_key(stage: str, inputs: dict, config: dict) -> str:
-    """Same stage, upstream artifacts and config => same key (and the same checkpoints)."""
+    """Same stage, upstream artifacts and config => same key (and the same checkpoints). The config counts with
+    its defaults filled in, so a value written out and the same value left to its default are one job."""
     upstream = {name: manifest.get("sha256") for name, manifest in sorted(inputs.items())}
-    payload = json.dumps({"stage": stage, "inputs": upstream, "config": config}, sort_keys=True, default=str)
+    resolved = get_stage(stage).params_from(config).model_dump(mode="json")
+    payload = json.dumps({"stage": stage, "inputs": upstream, "config": resolved}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

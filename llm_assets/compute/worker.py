@@ -28,6 +28,7 @@ from llm_assets.compute import checkpoint_sync
 from llm_assets.compute.launch import ENV_FLUSH_SECONDS, checkpoint_prefix, job_key
 from llm_assets.core.artifacts import LocalArtifactStore, store_from_uri
 from llm_assets.core.failures import classify, exit_status
+from llm_assets.core.model_spec import ModelSpec
 from llm_assets.core.s3_settings import S3Settings
 from llm_assets.stages import STAGES, StageContext, StageResult, get_stage
 from llm_assets.stages.io import meta
@@ -59,7 +60,7 @@ def run_stage(asset: str, extras: dict, log) -> StageResult:
     # The endpoint and region come with the extras; the credentials only ever from this machine's environment.
     s3 = S3Settings(**extras.get("s3", {})).or_else(S3Settings.from_env())
     store = store_from_uri(extras["artifact_root"], s3=s3)
-    context = StageContext(store=store, run_id=extras["run_id"], log=log, s3=s3)
+    context = StageContext(store=store, run_id=extras["run_id"], model=ModelSpec(**extras["model"]), log=log, s3=s3)
     inputs = extras["inputs"]
     if not stage.resumable or isinstance(store, LocalArtifactStore):
         return stage.run(inputs, params, context)

@@ -146,6 +146,11 @@ class PromptRenderer:
         return out
 
 
+def conversation(row: dict) -> tuple[list[dict], str, str]:
+    """(prompt-side messages, completion, user text) of a row in either format; a ValueError says what is wrong."""
+    return _conversation(row)
+
+
 def normalize_row(row: dict, index: int, render: "PromptRenderer") -> tuple[dict | None, dict | None]:
     """(normalized row, None) or (None, issue) for one raw row; `index` is its 0-based position."""
     source = row.get("source") or f"row {index + 1}"

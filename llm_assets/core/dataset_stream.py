@@ -49,6 +49,7 @@ class PreparedSplit:
     duplicates_removed: int
     train_path: str
     validation_path: str
+    held_out: int = 0  # rows left out because they are the hold-out benchmark
 
 
 class _Columns:
@@ -61,6 +62,7 @@ class _Columns:
         self.keys: list[str] = []
         self.issues: list[dict] = []
         self.overlap: list[tuple[str, str]] = []
+        self.held_out = 0  # rows whose prompt is the model's hold-out benchmark: never trained on
         self.lengths: list[tuple[Future, Future]] = []
         self.raw_rows = 0
 
@@ -133,7 +135,8 @@ def _arrow_pairs(bodies: list[tuple[int, bytes]]):
         return None
 
 
-def _add_pairs(cols: _Columns, render: PromptRenderer, prompts, completions, sources, bench: set[str]) -> None:
+def _add_pairs(cols: _Columns, render: PromptRenderer, prompts, completions, sources, bench: set[str],
+               exclude: set[str]) -> None:
     """normalize_row for rows known to be {prompt: str, completion: str, source: str | None}."""
     valid_prompts, start = [], cols.raw_rows
     for j, (prompt, completion, source) in enumerate(zip(prompts, completions, sources)):
@@ -146,6 +149,9 @@ def _add_pairs(cols: _Columns, render: PromptRenderer, prompts, completions, sou
         if not completion_fold:
             cols.issues.append({"source": source, "problem": f"empty completion: {snippet(completion)}"})
             continue
+        if user_fold in exclude:
+            cols.held_out += 1
+            continue
         # dataset_prep.content_key of one user turn, without building the message list.
         text = f"user\x1f{user_fold}\x00{completion_fold}"
         cols.keys.append(hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest())
@@ -157,12 +163,15 @@ def _add_pairs(cols: _Columns, render: PromptRenderer, prompts, completions, sou
     cols.prompts += render.frame_user_texts(valid_prompts)
 
 
-def _add_rows(cols: _Columns, render: PromptRenderer, path: Path, bodies, bench: set[str]) -> None:
+def _add_rows(cols: _Columns, render: PromptRenderer, path: Path, bodies, bench: set[str], exclude: set[str]) -> None:
     """The row functions, line by line: for blocks Arrow cannot take as plain pairs."""
     for k, (lineno, body) in enumerate(bodies):
         row, issue = normalize_row(_parse_line(path, lineno, body), cols.raw_rows + k, render)
         if issue is not None:
             cols.issues.append(issue)
+            continue
+        if fold(row["user_text"]) in exclude:
+            cols.held_out += 1
             continue
         cols.prompts.append(row["prompt"])
         cols.completions.append(row["completion"])
@@ -211,9 +220,12 @@ def prepare_split(
     max_listed: int = DEFAULT_MAX_LISTED,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     block_bytes: int = BLOCK_BYTES,
+    exclude_prompts: Sequence[str] = (),
 ) -> PreparedSplit:
     """Normalize, validate, deduplicate and split the rows of one JSONL file into out_dir.
 
+    Rows whose prompt is in `benchmark_prompts` fail the check (a fixed benchmark must never be trained on);
+    rows whose prompt is in `exclude_prompts` (a hold-out carved from this data) are left out and counted.
     Raises DataFormatError on the first unreadable line (as iter_jsonl does) and
     ConfigError on a validation_fraction outside (0, 1), before reading anything.
     """
@@ -223,7 +235,7 @@ def prepare_split(
     if not path.is_file():
         list(iter_jsonl(path, max_line_bytes))  # words the error as the row reader does
     render = PromptRenderer(tokenizer)
-    bench = {fold(p) for p in benchmark_prompts}
+    bench, exclude = {fold(p) for p in benchmark_prompts}, {fold(p) for p in exclude_prompts}
     cols = _Columns()
     # Two threads: prompts and completions of a block are counted while Python parses the next one.
     workers = 2 if fast_backend(tokenizer) is not None else 1
@@ -235,9 +247,9 @@ def prepare_split(
             before = len(cols.prompts)
             pairs = _arrow_pairs(bodies)
             if pairs is not None:
-                _add_pairs(cols, render, *pairs, bench)
+                _add_pairs(cols, render, *pairs, bench, exclude)
             else:
-                _add_rows(cols, render, path, bodies, bench)
+                _add_rows(cols, render, path, bodies, bench, exclude)
             cols.raw_rows += len(bodies)
             if tokenizer is not None:
                 cols.lengths.append((pool.submit(_count, cols.prompts[before:], tokenizer),
@@ -262,7 +274,7 @@ def prepare_split(
         report=report, raw_rows=cols.raw_rows,
         train_rows=_write_rows(out_dir / "train.jsonl", cols, train),
         validation_rows=_write_rows(out_dir / "validation.jsonl", cols, validation),
-        duplicates_removed=len(cols.prompts) - len(unique),
+        duplicates_removed=len(cols.prompts) - len(unique), held_out=cols.held_out,
         train_path=str(out_dir / "train.jsonl"), validation_path=str(out_dir / "validation.jsonl"),
     )
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 from llm_assets.core.errors import ConfigError
-from llm_assets.core.gate import SMALLEST_PASSING, evaluate_gate, validate_threshold
+from llm_assets.core.gate import SMALLEST_PASSING, evaluate_gate, metric_of, validate_threshold
 from llm_assets.core.isolated import call_isolated
 from llm_assets.core.llama_runtime import load_model, quiet_llama_log, settings_for_this_machine, validate_repack
-from llm_assets.core.metrics import improvement, score_predictions
+from llm_assets.core import scorers
 
 N_SAMPLES = 3  # answers kept in the report per model, for a reader to eyeball
 DEFAULT_BATCH_SIZE = 16  # sequences decoded together (8-32 measured about equal on the tiny model)
@@ -202,8 +202,11 @@ def evaluate_gguf(name: str, gguf_path: str | Path, prompts: list[str], referenc
                   categories: list[str] | None, max_tokens: int = 64, n_threads: int | None = None,
                   n_ctx: int = 512, on_progress: Callable[[str, int, int], None] | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, latency_examples: int = LATENCY_EXAMPLES,
-                  repack: str = "auto") -> dict:
+                  repack: str = "auto", scorer: str | None = "pet", scorer_options: dict | None = None) -> dict:
     """One model's entry of the report: scores, latency, throughput, file size and a few sample answers.
+
+    `scorer` names the scorer (llm_assets.core.scorers); None returns the answers as `predictions` instead,
+    for a caller that scores every model in one process (the scorers' import costs seconds per process).
 
     The benchmark runs in batches (throughput); latency is what one request
     alone waits, measured on the first `latency_examples` prompts.
@@ -221,7 +224,8 @@ def evaluate_gguf(name: str, gguf_path: str | Path, prompts: list[str], referenc
     return {
         "path": str(gguf_path),
         "file_size_bytes": Path(gguf_path).stat().st_size,
-        "scores": score_predictions(texts, references, categories),
+        **({"scores": scorers.score(scorer, texts, references, categories, scorer_options)} if scorer
+           else {"predictions": texts}),
         "latency": latency_stats([o["seconds"] for o in single], [o["completion_tokens"] for o in single]),
         "throughput": {"seconds": elapsed, "examples_per_s": total / elapsed if elapsed > 0 else 0.0,
                        "tokens_per_s": generated / elapsed if elapsed > 0 else 0.0,
@@ -238,12 +242,15 @@ def evaluate_variants(variants: dict[str, str | Path], baseline: str | Path | No
                       on_progress: Callable[[str, int, int], None] | None = None,
                       n_threads: int | None = None, n_ctx: int = 512,
                       batch_size: int = DEFAULT_BATCH_SIZE, repack: str = "auto",
-                      evaluate_one: Callable[..., dict] = evaluate_gguf) -> dict:
+                      evaluate_one: Callable[..., dict] = evaluate_gguf, scorer: str = "pet",
+                      scorer_options: dict | None = None, metric: str = "strict_accuracy",
+                      margin: float | None = 0.0) -> dict:
     """The eval_report: every variant and the baseline scored, compared and gated.
 
     Configuration is checked before any answer is generated, so a typo in
     `deployable`, `threshold` or a too small `max_tokens` costs seconds.
-    on_progress(model, done, total) is called after each batch.
+    on_progress(model, done, total) is called after each batch. Answers are scored by `scorer` here, once
+    per model; the gate reads `metric` and compares with the baseline unless `margin` is None.
 
     Each model is evaluated by `evaluate_one` (a module-level function, evaluate_gguf unless a test
     substitutes one) in a child process: if llama.cpp crashes, the error names the variant, the GGUF
@@ -262,6 +269,8 @@ def evaluate_variants(variants: dict[str, str | Path], baseline: str | Path | No
         raise ConfigError("prompts", 0, "the benchmark is empty")
     if "baseline" in variants:
         raise ConfigError("variants", list(variants), "'baseline' is reserved for the untuned model")
+    # The scorer and the gate's metric, tried on one reference before any answer is generated.
+    metric_of(scorers.score(scorer, references[:1], references[:1], None, scorer_options), metric, scorer)
 
     def run(name: str, path) -> dict:
         settings = settings_for_this_machine(repack)
@@ -270,14 +279,17 @@ def evaluate_variants(variants: dict[str, str | Path], baseline: str | Path | No
                     "repacked kernels")
         kwargs = dict(name=name, gguf_path=str(path), prompts=prompts, references=references,
                       categories=categories, max_tokens=max_tokens, n_threads=n_threads, n_ctx=n_ctx,
-                      batch_size=batch_size, repack=repack)
-        return call_isolated(evaluate_one, kwargs, describe, on_progress)
+                      batch_size=batch_size, repack=repack, scorer=None)
+        entry = call_isolated(evaluate_one, kwargs, describe, on_progress)
+        entry["scores"] = scorers.score(scorer, entry.pop("predictions"), references, categories, scorer_options)
+        return entry
 
     report: dict = {"n_examples": len(prompts), "max_tokens": max_tokens, "threshold": threshold,
                     "deployable": deployable, "variants": {name: run(name, path) for name, path in variants.items()}}
     report["baseline"] = run("baseline", baseline) if baseline is not None else None
     if report["baseline"] is not None:
         for entry in report["variants"].values():
-            entry["improvement"] = improvement(entry["scores"], report["baseline"]["scores"])
-    report["gate"] = evaluate_gate(report, threshold, deployable).to_dict()
+            entry["improvement"] = scorers.improvement(entry["scores"], report["baseline"]["scores"])
+    report["scorer"] = scorer
+    report["gate"] = evaluate_gate(report, threshold, deployable, metric, margin).to_dict()
     return report

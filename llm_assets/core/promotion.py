@@ -6,16 +6,15 @@ from dataclasses import dataclass
 
 from typing import Callable
 
-from llm_assets.core.hyperparameters import EvalParams
 from llm_assets.core.registry import (
     NO_PRODUCTION, PRODUCTION, ModelRegistry, RegistryConflictError, RegistryError, RegistryNotFoundError,
     VersionRecord,
 )
 
 FIRST_PROMOTION_REASON = "make demo: first gated version, nothing in production"
-# What a first promotion needs whatever threshold the run's config set: the pipeline's default gate.
-# A smoke preset gates at 0 and must never fill production with its 0-accuracy model.
-FIRST_PROMOTION_MIN_ACCURACY: float = EvalParams.model_fields["threshold"].default
+# What a first promotion needs when the caller names no model gate: the bunny's. `make demo` passes the model
+# file's gate threshold, the floor no run's config can lower.
+FIRST_PROMOTION_MIN_ACCURACY: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,10 @@ class PromotionDecision:
     reason: str
 
 
-def strict_accuracy(record: VersionRecord) -> float | None:
-    value = (record.metrics or {}).get("strict_accuracy")
+def gate_value(record: VersionRecord) -> float | None:
+    """The version's gate metric (strict accuracy for the bunny), the figure promotion compares."""
+    metrics = record.metrics or {}
+    value = metrics.get(metrics.get("gate_metric", "strict_accuracy"))
     return float(value) if value is not None else None
 
 
@@ -35,7 +36,7 @@ def decide_promotion(challenger: VersionRecord, champion: VersionRecord | None,
     if challenger.status != "candidate" or not challenger.gate_passed:
         return PromotionDecision(False, f"v{challenger.version} is {challenger.status}, gate "
                                         f"{'passed' if challenger.gate_passed else 'not passed'}")
-    acc = strict_accuracy(challenger)
+    acc = gate_value(challenger)
     if champion is None:
         return PromotionDecision(True, f"v{challenger.version} passed the gate (strict accuracy {acc}) and nothing "
                                        f"is in production")
@@ -43,7 +44,7 @@ def decide_promotion(challenger: VersionRecord, champion: VersionRecord | None,
         return PromotionDecision(False, f"v{challenger.version} was measured on {challenger.benchmark_version}, "
                                         f"production v{champion.version} on {champion.benchmark_version}: "
                                         f"not comparable")
-    best = strict_accuracy(champion) or 0.0
+    best = gate_value(champion) or 0.0
     if acc is None or acc < best + min_improvement:
         return PromotionDecision(False, f"v{challenger.version} strict accuracy {acc} does not beat production "
                                         f"v{champion.version} {best} by {min_improvement}")
@@ -87,7 +88,7 @@ def promote_first_gated(registry: ModelRegistry, model: str, run_id: str, actor:
     if not gate.promote:
         return FirstPromotion(None, production, f"{model} v{version.version} is not promotable ({gate.reason}: "
                               f"{version.gate_reason or 'no gate reason recorded'}); nothing promoted")
-    accuracy = float((version.metrics or {}).get("strict_accuracy") or 0.0)
+    accuracy = float(gate_value(version) or 0.0)
     if accuracy < min_accuracy:
         return FirstPromotion(None, production, f"{model} v{version.version} passed its run's gate, but its strict "
                               f"accuracy {accuracy:.3f} is below the {min_accuracy} a first promotion needs (the "

@@ -2,7 +2,7 @@
 
 A stage is a plain function `run(inputs, params, context) -> StageResult` (no dagster): `inputs` are the
 upstream assets' manifests by name, `params` its hyperparameters, `context` the artifact store, run id and
-log. The table below is the only place a stage is described. The Dagster assets, the routing to a compute
+log and the model's spec (models/<name>.yaml, the partition being materialized). The table below is the only place a stage is described. The Dagster assets, the routing to a compute
 backend, the worker (`python -m llm_assets.compute.worker ASSET`), run-config validation and the
 automation sensor all read it.
 """
@@ -38,7 +38,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.asset: s for s in (
     Stage("raw_dataset", hp.RawDataParams, data.raw_dataset),
-    Stage("eval_benchmark", hp.BenchmarkParams, data.eval_benchmark),
+    Stage("eval_benchmark", hp.BenchmarkParams, data.eval_benchmark, upstream=("raw_dataset",)),
     Stage("base_model", hp.BaseModelParams, base_model.run, heavy=True),
     Stage("training_dataset", hp.DatasetParams, data.training_dataset,
           upstream=("raw_dataset", "base_model", "eval_benchmark")),

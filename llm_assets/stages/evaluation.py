@@ -17,10 +17,11 @@ from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.hyperparameters import EvalParams
 from llm_assets.core.llama_runtime import LlamaSettings
 from llm_assets.core.model_card import render_model_card
+from llm_assets.core.model_spec import tightened_gate
 from llm_assets.stages.io import LogFn, StageContext, StageResult, describe, fetch, meta, publish
 
 PLOT_TITLES = {"loss_curve": "Loss curve", "per_field_accuracy": "Accuracy per field",
-               "action_confusion": "Action confusion matrix"}
+               "confusion": "Confusion matrix"}
 
 
 def run(inputs: dict, params: EvalParams, context: StageContext) -> StageResult:
@@ -38,38 +39,36 @@ def run(inputs: dict, params: EvalParams, context: StageContext) -> StageResult:
         variants = {name: ggufs / v["file"] for name, v in gguf_model["variants"].items()}
         baseline = gguf_export.convert_to_gguf(base, tmp / "baseline-f16.gguf", "f16") \
             if params.evaluate_baseline else None
-        prompts = format_prompts(base, [b["prompt"] for b in bench])
+        prompts = format_prompts(base, [b["prompt"] for b in bench], [b.get("system") for b in bench])
+        gate_spec = tightened_gate(context.model.gate, params.threshold, "threshold")
+        threshold = gate_spec.threshold
         report = evaluate_variants(variants, baseline, prompts, [b["completion"] for b in bench],
-                                   [b["category"] for b in bench], params.max_new_tokens, params.deployable,
-                                   params.threshold, _progress_logger(log), repack=params.llama_repack)
+                                   [b.get("category") for b in bench], params.max_new_tokens,
+                                   params.deployable, threshold, _progress_logger(log), repack=params.llama_repack,
+                                   scorer=context.model.scorer, scorer_options=context.model.scorer_options,
+                                   metric=gate_spec.metric, margin=gate_spec.beats_base_by)
         report["benchmark_version"] = eval_benchmark.get("version")
         deployable = report["gate"]["variant"]
         history = json.loads((fetch(store, lora_adapter, tmp / "adapter") / "training_history.json").read_text())
-        pngs = {
-            "loss_curve": plots.loss_curve_png(history),
-            "per_field_accuracy": plots.per_field_accuracy_png(report),
-            "action_confusion": plots.confusion_matrix_png(
-                report["variants"][deployable or next(iter(variants))]["scores"]["confusion"],
-                list(pet_task.ACTIONS) + ["invalid"]),
-        }
+        pngs = report_plots(report, history, deployable or next(iter(variants)))
         out = tmp / "eval_report"
         out.mkdir()
         (out / "eval_report.json").write_text(json.dumps(report, indent=1, default=str))
         for name, png in pngs.items():
             (out / f"{name}.png").write_bytes(png)
-        value = describe(publish(context, "eval_report", out), out, gate=report["gate"], threshold=params.threshold,
+        value = describe(publish(context, "eval_report", out), out, gate=report["gate"], threshold=threshold,
                          deployable=params.deployable, benchmark_version=report["benchmark_version"],
-                         variants={n: {"strict_accuracy": e["scores"]["strict_accuracy"],
+                         variants={n: {gate_spec.metric: e["scores"][gate_spec.metric],
                                        "file_size_bytes": e["file_size_bytes"]}
                                    for n, e in report["variants"].items()},
-                         baseline_strict_accuracy=report["gate"]["baseline_strict_accuracy"],
+                         baseline_value=report["gate"]["baseline_value"], scorer=report["scorer"],
                          gguf_model_sha256=gguf_model["sha256"])
     gate = report["gate"]
     log(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
     plots_md = "\n\n".join(f"**{PLOT_TITLES[n]}**\n\n{plots.markdown_image(p, PLOT_TITLES[n])}"
                            for n, p in pngs.items())
     return StageResult(value, {
-        "strict_accuracy": meta(float(gate["strict_accuracy"] or 0.0), "float"),
+        gate["metric"]: meta(float(gate["value"] or 0.0), "float"),
         "deployable_variant": meta(str(gate["variant"]), "text"),
         "llama_settings": meta(llama_settings_text(report), "text"),
         "gate_passed": meta(bool(gate["passed"]), "bool"),
@@ -96,25 +95,47 @@ def llama_settings_text(report: dict) -> str:
     return "; ".join(sorted(seen))
 
 
-def format_prompts(tokenizer_dir, texts: list[str]) -> list[str]:
-    """The benchmark questions in the base model's chat template, as the fine-tune saw them."""
+def format_prompts(tokenizer_dir, texts: list[str], systems: list[str | None] | None = None) -> list[str]:
+    """The benchmark questions in the base model's chat template, as the fine-tune saw them (a row's system
+    message, when its data had one, first)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     if not tok.chat_template:
         return texts
-    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-            for t in texts]
+    systems = systems or [None] * len(texts)
+    return [tok.apply_chat_template([*([{"role": "system", "content": s}] if s else []), {"role": "user", "content": t}],
+                                    tokenize=False, add_generation_prompt=True) for t, s in zip(texts, systems)]
+
+
+# The table's columns, in this order, for whichever of them the scorer reports.
+TABLE_METRICS = ("strict_accuracy", "accuracy", "macro_f1", "exact_match", "invalid_rate", "rouge_1", "rouge_2",
+                 "rouge_l", "bleu", "jaccard")
 
 
 def metrics_table(report: dict) -> str:
+    """One row per model (variants and baseline), one column per metric the scorer reported, then speed and size."""
     rows = dict(report["variants"]) | ({"baseline": report["baseline"]} if report.get("baseline") else {})
-    head = ("| model | strict acc | exact match | invalid | ROUGE-L | BLEU | ms/example | bytes |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    first = next(iter(rows.values()))["scores"]
+    columns = [m for m in TABLE_METRICS if isinstance(first.get(m), (int, float))]
+    head = ("| model | " + " | ".join(c.replace("_", " ") for c in columns) + " | ms/example | bytes |\n"
+            + "|---" * (len(columns) + 3) + "|\n")
     return head + "\n".join(
-        f"| {name} | {e['scores']['strict_accuracy']:.3f} | {e['scores']['exact_match']:.3f} | "
-        f"{e['scores']['invalid_rate']:.3f} | {e['scores']['rouge_l']:.3f} | {e['scores']['bleu']:.1f} | "
-        f"{1000 * e['latency']['mean_s']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
+        f"| {name} | " + " | ".join(f"{e['scores'][c]:.3f}" for c in columns)
+        + f" | {1000 * e['latency']['mean_s']:.1f} | {e.get('file_size_bytes', 0):,} |" for name, e in rows.items())
+
+
+def report_plots(report: dict, history: list, shown: str) -> dict[str, bytes]:
+    """The loss curve, and the plots the scorer has data for: per-field accuracy (json, pet) and the confusion
+    matrix of the shown variant (label, pet)."""
+    pngs = {"loss_curve": plots.loss_curve_png(history)}
+    scores = report["variants"][shown]["scores"]
+    if scores.get("per_field_accuracy"):
+        pngs["per_field_accuracy"] = plots.per_field_accuracy_png(report)
+    if scores.get("confusion"):
+        labels = scores.get("confusion_labels") or (list(pet_task.ACTIONS) + ["invalid"])
+        pngs["confusion"] = plots.confusion_matrix_png(scores["confusion"], labels)
+    return pngs
 
 
 def model_card_markdown(report: dict, gguf_model: dict, base_model: dict, lora_adapter: dict,
@@ -129,7 +150,9 @@ def model_card_markdown(report: dict, gguf_model: dict, base_model: dict, lora_a
         "base_model": {"id": base_model.get("model_id"), "revision": base_model.get("revision")},
         "data": {"version": training_dataset["sha256"][:16],
                  "rows": {"train": training_dataset["train_rows"], "validation": training_dataset["validation_rows"]}},
-        "metrics": {"strict_accuracy": scores["strict_accuracy"], "per_field_accuracy": scores["per_field_accuracy"],
+        "metrics": {gate["metric"]: scores[gate["metric"]],
+                    **({"per_field_accuracy": scores["per_field_accuracy"]} if scores.get("per_field_accuracy")
+                       else {}),
                     "gate": gate["reason"], "benchmark": report.get("benchmark_version")},
         "config": lora_adapter.get("config"),
         "variants": {name: {**variant, "path": variant["file"]}},

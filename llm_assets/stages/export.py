@@ -10,11 +10,11 @@ from llm_assets.core.hyperparameters import ExportParams
 from llm_assets.core.model_card import render_model_card
 from llm_assets.stages.io import StageContext, StageResult, describe, fetch, meta, publish
 
-MODEL_NAME = "pet-brain"
-
-
 def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResult:
-    """A float GGUF and its llama.cpp quantizations of the merged model, each with a Modelfile and a card."""
+    """A float GGUF and its llama.cpp quantizations of the merged model, each with a Modelfile and a card, named
+    after the model; the quantizations are the run's, else the model file's."""
+    name_prefix = context.model.name
+    quantizations = context.model.quantizations if params.quantizations is None else params.quantizations
     lora_adapter, base_model, training_dataset = inputs["lora_adapter"], inputs["base_model"], inputs["training_dataset"]
     with tempfile.TemporaryDirectory(prefix="gguf_model-") as scratch:
         tmp = Path(scratch)
@@ -22,12 +22,12 @@ def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResul
         adapter = fetch(context.store, lora_adapter, tmp / "adapter")
         merged = gguf_export.merge_adapter(base, adapter, tmp / "merged")
         out = tmp / "gguf_model"
-        variants = gguf_export.export_gguf_variants(merged, out, MODEL_NAME, params.float_type, params.quantizations)
+        variants = gguf_export.export_gguf_variants(merged, out, name_prefix, params.float_type, quantizations)
         for name, variant in variants.items():
-            gguf = out / f"{MODEL_NAME}-{name}.gguf"
+            gguf = out / f"{name_prefix}-{name}.gguf"
             gguf_export.write_modelfile(gguf, out / f"Modelfile.{name}")
             (out / f"MODEL_CARD.{name}.md").write_text(render_model_card({
-                "name": f"{MODEL_NAME}-{name}",
+                "name": f"{name_prefix}-{name}", "description": context.model.purpose,
                 "base_model": {"id": base_model.get("model_id"), "revision": base_model.get("revision")},
                 "data": {"version": training_dataset["sha256"][:16],
                          "rows": {"train": training_dataset["train_rows"],

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from llm_assets.core.artifacts import Artifact, ArtifactStore, run_key
+from llm_assets.core.model_spec import ModelSpec
 
 LogFn = Callable[[str], None]
 
@@ -23,6 +24,7 @@ class StageContext:
 
     store: ArtifactStore
     run_id: str
+    model: ModelSpec                    # the model being trained: its data, benchmark, scorer, gate, name
     log: LogFn = print
     # Settings for s3:// data sources (the artifact store's endpoint and credentials); None: boto3's chain.
     s3: Optional[object] = None

@@ -102,6 +102,16 @@ def _wait_until_loaded(ui: DagsterUI, process: subprocess.Popen) -> None:
                        f"its log:\n{ui.log_tail()}")
 
 
+def _add_model_partitions(home: Path) -> None:
+    """The fixtures' models as partitions now, as model_files_sensor does on its first tick (up to 30 s later)."""
+    import dagster as dg
+
+    from resources.model_catalog import ModelCatalogResource, register_models
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        register_models(instance, ModelCatalogResource(folder=str(REPO / "tests" / "fixtures" / "models")).specs())
+
+
 def _stop(process: subprocess.Popen) -> None:
     """dagster dev shuts its webserver, daemon and code servers down on Ctrl-C (SIGINT), not on SIGTERM;
     killing its process group is the fallback, and takes any run worker it started along."""
@@ -138,6 +148,7 @@ def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
            "LLM_ASSETS_ARTIFACT_ROOT": str(root / "artifacts"),
            "LLM_ASSETS_CHECKPOINT_DIR": str(root / "checkpoints"),
            "LLM_ASSETS_REGISTRY_URL": f"sqlite:///{home / 'registry.db'}",
+           "LLM_ASSETS_MODELS_DIR": str(REPO / "tests" / "fixtures" / "models"),
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for watched in ("LLM_ASSETS_WATCH_DIR", "LLM_ASSETS_WATCH_S3_URI"):  # no retraining on a developer's data
         env.pop(watched, None)
@@ -150,6 +161,7 @@ def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_loaded(ui, process)
+        _add_model_partitions(home)
         yield ui
     finally:
         _stop(process)

@@ -15,5 +15,8 @@ from jobs import preset_job
 from llm_assets.definitions import defs as production
 
 UI_SMOKE = Path(__file__).resolve().parents[1] / "fixtures" / "ui_smoke.yaml"
+MODEL = "pet-smoke"
 
-defs = dg.Definitions.merge(production, dg.Definitions(jobs=[preset_job(UI_SMOKE)]))
+# The smoke job trains the tests' own model (tests/fixtures/models/pet-smoke.yaml, conftest points the code location
+# at that folder): its runs carry the partition, so the Launchpad launches them like any other job.
+defs = dg.Definitions.merge(production, dg.Definitions(jobs=[preset_job(UI_SMOKE, tags={"dagster/partition": MODEL})]))

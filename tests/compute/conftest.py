@@ -8,7 +8,7 @@ import socket
 import dagster as dg
 import pytest
 
-from tests.pipeline_configs import TINY_BASE
+from tests.pipeline_configs import MODEL, MODELS_DIR, TINY_BASE, materialize
 
 UPSTREAM = ["raw_dataset", "eval_benchmark", "training_dataset", "base_model"]
 TRAINING_CONFIG = {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "save_steps": 2, "logging_steps": 1,
@@ -43,8 +43,10 @@ def pipeline_resources(store, backends: dict) -> dict:
     from llm_assets.compute.backends import ComputeBackends
     from resources.manifest_io_manager import ManifestIOManager
 
+    from resources.model_catalog import ModelCatalogResource
+
     return {"artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-            "compute_backends": ComputeBackends(backends)}
+            "compute_backends": ComputeBackends(backends), "model_catalog": ModelCatalogResource(folder=MODELS_DIR)}
 
 
 def materialize_upstream(store, instance: dg.DagsterInstance) -> None:
@@ -54,7 +56,7 @@ def materialize_upstream(store, instance: dg.DagsterInstance) -> None:
     config = {"ops": {"raw_dataset": {"config": {"source": "embedded:pet", "num_examples": 120}},
                       "eval_benchmark": {"config": {"examples_per_category": 4}},
                       "base_model": {"config": TINY_BASE}}}
-    result = dg.materialize([a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM],
+    result = materialize([a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM],
                             resources=pipeline_resources(store, {}), run_config=config, instance=instance)
     assert result.success
 
@@ -65,7 +67,7 @@ def materialize_stage(store, backends: dict, asset: str = "lora_adapter", *, ins
     from llm_assets.assets import PIPELINE_ASSETS
 
     needed = [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + ["lora_adapter", asset]]
-    return dg.materialize(needed, selection=[asset], resources=pipeline_resources(store, backends),
+    return materialize(needed, selection=[asset], resources=pipeline_resources(store, backends),
                           run_config={"ops": {asset: {"config": config}}}, instance=instance,
                           raise_on_error=False)
 
@@ -74,7 +76,7 @@ def upstream_manifest(store, instance: dg.DagsterInstance, asset: str) -> dict:
     """The manifest a stage run in `instance` loads for `asset`: its latest materialization's."""
     from resources.manifest_io_manager import materialized_manifest_key, read_manifest
 
-    return read_manifest(store.store(), materialized_manifest_key(instance, dg.AssetKey(asset)))
+    return read_manifest(store.store(), materialized_manifest_key(instance, dg.AssetKey(asset), MODEL))
 
 
 def log_lines(instance, run_id: str) -> list[str]:

@@ -30,9 +30,9 @@ def test_worker_command_single_device_and_torchrun_for_more_than_one_gpu():
 def test_job_key_is_the_same_for_the_same_work_and_differs_otherwise():
     inputs = {"training_dataset": {"sha256": "a" * 64, "uri": "s3://x/1"}, "base_model": {"sha256": "b" * 64}}
     moved = {**inputs, "training_dataset": {"sha256": "a" * 64, "uri": "s3://elsewhere"}}
-    assert job_key("lora_adapter", inputs, {"lr": 1}) == job_key("lora_adapter", moved, {"lr": 1})
-    assert job_key("lora_adapter", inputs, {"lr": 1}) != job_key("lora_adapter", inputs, {"lr": 2})
-    assert job_key("lora_adapter", inputs, {"lr": 1}) != job_key("gguf_model", inputs, {"lr": 1})
+    assert job_key("lora_adapter", inputs, {"learning_rate": 0.1}) == job_key("lora_adapter", moved, {"learning_rate": 0.1})
+    assert job_key("lora_adapter", inputs, {"learning_rate": 0.1}) != job_key("lora_adapter", inputs, {"learning_rate": 0.2})
+    assert job_key("lora_adapter", inputs, {"learning_rate": 0.1}) != job_key("gguf_model", inputs, {"learning_rate": 0.1})
 
 
 def test_cost_per_example_and_budget_cap_on_an_injected_clock():

@@ -30,7 +30,7 @@ def test_pod_spec_requests_gpus_node_selector_tolerations_and_secret_env():
 def test_pipes_k8s_client_builds_the_pod_with_the_pipes_environment_and_torchrun(tmp_path):
     backend = K8sBackend(image="reg/worker:1", gpus=4, node_selector={"gpu": "h100"})
     store = resources_for(tmp_path)["artifact_store"]
-    request = StageRequest(stage="lora_adapter", inputs={}, config={}, artifact_store=store)
+    request = StageRequest(stage="lora_adapter", inputs={}, config={}, artifact_store=store, model={})
     pod = build_pod_body("pod-1", image=None, command=None,
                          env_vars={"DAGSTER_PIPES_CONTEXT": "ctx", **backend.container_env(request)},
                          base_pod_meta={"labels": {"llm-assets/stage": "lora_adapter"}},

@@ -26,7 +26,7 @@ from tests.compute.conftest import (
     TRAINING_CONFIG, UPSTREAM, log_lines, materialize_stage, materialize_upstream, pipeline_resources,
     s3_store_resource, upstream_manifest,
 )
-from tests.pipeline_configs import TINY_BASE, resources_for
+from tests.pipeline_configs import materialize, TINY_BASE, resources_for
 
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -82,7 +82,7 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
     instance = dg.DagsterInstance.ephemeral()
     materialize_upstream(resources["artifact_store"], instance)
     stages = ["lora_adapter", "gguf_model", "eval_report"]
-    result = dg.materialize(
+    result = materialize(
         [a for a in PIPELINE_ASSETS if a.key.to_user_string() in UPSTREAM + stages] + list(PIPELINE_CHECKS),
         selection=dg.AssetSelection.assets(*stages) | dg.AssetSelection.checks_for_assets(*stages),
         resources=resources, instance=instance, raise_on_error=False,
@@ -120,7 +120,7 @@ def test_the_data_stages_and_base_model_run_on_a_backend_too(s3_endpoint):
             "base_model": TINY_BASE, "training_dataset": {}}
 
     def run(compute: str):
-        return dg.materialize(
+        return materialize(
             [a for a in PIPELINE_ASSETS if a.key.to_user_string() in data] + list(PIPELINE_CHECKS),
             selection=dg.AssetSelection.assets(*data) | dg.AssetSelection.checks_for_assets("training_dataset"),
             resources=pipeline_resources(store, {"detached": detached()}), instance=dg.DagsterInstance.ephemeral(),

@@ -19,7 +19,7 @@ VARIANTS = {"f16": (0.98, 3000), "q8_0": (0.97, 1600), "q4_k_m": (0.912, 900)}
 def test_smallest_passing_variant_is_chosen():
     result = evaluate_gate(_report(VARIANTS), threshold=0.95)
     assert result.passed and result.variant == "q8_0"
-    assert result.strict_accuracy == 0.97 and result.baseline_strict_accuracy == 0.1
+    assert result.value == 0.97 and result.baseline_value == 0.1
     assert "q8_0 strict accuracy 0.970 >= 0.95 and beats baseline 0.100" in result.reason
     assert result.to_dict()["variant"] == "q8_0"
 
@@ -37,7 +37,7 @@ def test_named_variant_fails_threshold():
 
 def test_named_variant_passes_alone():
     result = evaluate_gate(_report(VARIANTS), threshold=0.95, deployable="f16")
-    assert result.passed and result.variant == "f16" and result.strict_accuracy == 0.98
+    assert result.passed and result.variant == "f16" and result.value == 0.98
 
 
 def test_fails_when_baseline_is_as_good():
@@ -59,7 +59,7 @@ def test_baseline_beating_everything_fails_smallest_passing():
 
 def test_without_baseline_threshold_alone_decides():
     result = evaluate_gate(_report({"f16": (0.96, 3)}, baseline=None), threshold=0.95)
-    assert result.passed and result.baseline_strict_accuracy is None
+    assert result.passed and result.baseline_value is None
     assert "no baseline" in result.reason
 
 

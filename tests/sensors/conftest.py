@@ -10,14 +10,17 @@ from dagster_aws.s3 import S3Resource
 from jobs import promote_job, retrain_job, retraining_alert_job
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS
 from llm_assets.core import dataset_io, pet_task
+from resources.model_catalog import register_models
 from resources.retraining import RetrainingResource
 from sensors import gate_failure_sensor, new_data_sensor, promotion_sensor
-from tests.pipeline_configs import resources_for, tiny_run_config
+from tests.pipeline_configs import MODEL, resources_for, tiny_run_config
 
 
 def write_preset(path, **eval_config) -> str:
-    """The tiny run config as a preset file, with the eval_report settings a test needs."""
+    """The tiny run config as a preset file, with the eval_report settings a test needs; the data comes from
+    the model file or the watched source, not the preset."""
     config = tiny_run_config()
+    del config["ops"]["raw_dataset"]["config"]["source"]
     config["ops"]["eval_report"]["config"].update(eval_config)
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -45,10 +48,14 @@ def evaluate(sensor, defs: dg.Definitions, instance, cursor=None):
 
 
 def execute(defs: dg.Definitions, request: dg.RunRequest, instance, raise_on_error=True):
-    """Run what a sensor requested, as the daemon would: its job, run config and tags."""
+    """Run what a sensor requested, as the daemon would: its job, run config, tags and model partition (the
+    tests' model when a hand-made request names none; the alert job has no partitions)."""
     job = defs.resolve_job_def(request.job_name or retrain_job.name)
+    partition = request.partition_key or (MODEL if job.partitions_def is not None else None)
+    if partition is not None:
+        register_models(instance, [partition])
     return job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags,
-                                  raise_on_error=raise_on_error)
+                                  raise_on_error=raise_on_error, partition_key=partition)
 
 
 @pytest.fixture(scope="session")

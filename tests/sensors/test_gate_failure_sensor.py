@@ -16,7 +16,7 @@ from tests.sensors.conftest import evaluate, execute, retraining_defs, write_pre
 
 def _register(registry, run_id, status="rejected", accuracy=0.0, data="d1"):
     return registry.register(
-        "pet-brain", status=status, gate_passed=status != "rejected", benchmark_version="b1",
+        "pet-smoke", status=status, gate_passed=status != "rejected", benchmark_version="b1",
         dataset_version=data, metrics={"strict_accuracy": accuracy}, dagster_run_id=run_id,
         gate_reason=f"q8_0 strict accuracy {accuracy:.3f} < 0.5", gguf_uri="file:///x.gguf", gguf_sha256="0" * 64)
 
@@ -30,11 +30,11 @@ def _run(instance, defs, run_config, tags=None):
 def test_nothing_rejected_nothing_requested(tmp_path):
     defs = retraining_defs(tmp_path, RetrainingResource())
     with dg.instance_for_test() as instance:
-        assert "no model" in evaluate(gate_failure_sensor, defs, instance).skip_message
+        assert "no model has a new version" in evaluate(gate_failure_sensor, defs, instance).skip_reason.skip_message
         with ModelRegistry(f"sqlite:///{tmp_path}/registry.db") as registry:
             _register(registry, _run(instance, defs, tiny_run_config()).run_id, status="candidate", accuracy=0.9)
         result = evaluate(gate_failure_sensor, defs, instance)
-        assert not result.run_requests and result.cursor == "1"
+        assert not result.run_requests and result.cursor == '{"pet-smoke": 1}'
 
 
 def test_each_rejection_climbs_one_rung_then_an_alert_says_what_was_tried(tmp_path):
@@ -49,7 +49,7 @@ def test_each_rejection_climbs_one_rung_then_an_alert_says_what_was_tried(tmp_pa
         training = second_request.run_config["ops"]["lora_adapter"]["config"]
         assert (training["epochs"], training["max_steps"]) == (2.0, 8)  # rung 1: more epochs
         assert second_request.tags["llm_assets/attempt"] == "2" and second_request.job_name == "retrain_job"
-        assert second_request.run_key == "retrain-pet-brain-d1-attempt2"
+        assert second_request.run_key == "retrain-pet-smoke-d1-attempt2"
         assert second_request.run_config["ops"]["raw_dataset"] == tiny_run_config()["ops"]["raw_dataset"]
         assert not evaluate(gate_failure_sensor, defs, instance, tick.cursor).run_requests  # handled once
 
@@ -66,19 +66,19 @@ def test_each_rejection_climbs_one_rung_then_an_alert_says_what_was_tried(tmp_pa
             _register(registry, third.run_id, accuracy=0.375)
         tick = evaluate(gate_failure_sensor, defs, instance, tick.cursor)
         [alert] = tick.run_requests
-        assert alert.job_name == "retraining_alert_job" and alert.run_key == "retrain-alert-pet-brain-d1"
+        assert alert.job_name == "retraining_alert_job" and alert.run_key == "retrain-alert-pet-smoke-d1"
         alerted = execute(defs, alert, instance, raise_on_error=False)
         assert not alerted.success
         [failure] = [e for e in alerted.all_events if e.event_type_value == "STEP_FAILURE"]
         message = failure.step_failure_data.user_failure_data.description
-        assert message.startswith("pet-brain: data version d1 missed the accuracy gate in all 3 attempts")
+        assert message.startswith("pet-smoke: data version d1 missed the accuracy gate in all 3 attempts")
         assert "attempt 1: as launched -> v1 rejected, strict accuracy 0.000" in message
         assert "attempt 2: more_epochs (epochs x2) -> v2 rejected, strict accuracy 0.250" in message
         assert "attempt 3: lower_learning_rate (learning_rate x0.5) -> v3 rejected" in message
 
     with ModelRegistry(db) as registry:
-        versions = registry.list_versions("pet-brain")
-        notes = [e for e in registry.history("pet-brain") if e.event == "note"]
+        versions = registry.list_versions("pet-smoke")
+        notes = [e for e in registry.history("pet-smoke") if e.event == "note"]
     assert [v.status for v in versions] == ["rejected"] * 3
     assert [n.to_version for n in notes] == [1, 2, 3] and all(n.actor == "sensor:gate_failure_sensor" for n in notes)
     assert "retraining with rung more_epochs" in notes[0].reason and "missed the accuracy gate" in notes[2].reason
@@ -128,7 +128,7 @@ def test_a_weak_config_misses_the_gate_and_is_retrained_on_the_ladder_until_the_
         assert alert.job_name == "retraining_alert_job"
         assert not execute(defs, alert, instance, raise_on_error=False).success
     with ModelRegistry(f"sqlite:///{tmp_path}/registry.db") as registry:
-        versions = registry.list_versions("pet-brain")
+        versions = registry.list_versions("pet-smoke")
     assert [(v.status, v.dagster_run_id) for v in versions] == [("rejected", first.run_id),
                                                                 ("rejected", second.run_id)]
     assert versions[1].config["max_steps"] == 8 and versions[0].config["max_steps"] == 4
@@ -163,7 +163,7 @@ def test_a_weak_config_misses_the_gate_and_the_ladders_longer_training_passes_it
         assert not evaluate(gate_failure_sensor, defs, instance, tick.cursor).run_requests  # the ladder ends
         [promote] = evaluate(promotion_sensor, defs, instance).run_requests
     with ModelRegistry(f"sqlite:///{tmp_path}/registry.db") as registry:
-        versions = registry.list_versions("pet-brain")
+        versions = registry.list_versions("pet-smoke")
     assert [(v.status, v.dagster_run_id) for v in versions] == [("rejected", weak.run_id),
                                                                 ("candidate", longer.run_id)]
     assert versions[0].config["max_steps"] == 75 and versions[1].config["max_steps"] == 900

@@ -11,10 +11,12 @@ from dagster_aws.s3 import S3Resource
 from jobs import promote_job
 from llm_assets.assets import raw_dataset
 from llm_assets.core.registry import ModelRegistry
-from resources.artifact_store import ArtifactStoreResource
 from llm_assets.compute.backends import ComputeBackends
+from resources.artifact_store import ArtifactStoreResource
+from resources.model_catalog import ModelCatalogResource
 from resources.retraining import RetrainingResource
 from sensors import new_data_sensor, promotion_sensor
+from tests.pipeline_configs import MODELS_DIR, materialize
 from tests.sensors.conftest import evaluate, execute, retraining_defs, write_preset, write_rows
 
 KEY, SECRET = "AKIATESTING", "wJalrXUtnFEMI-never-printed"
@@ -35,7 +37,7 @@ def test_nothing_watched_says_how_to_switch_it_on(tmp_path):
 def test_the_same_file_seen_twice_starts_one_run(tmp_path):
     watch = tmp_path / "incoming"
     watch.mkdir()
-    defs = retraining_defs(tmp_path, RetrainingResource(watch_dir=str(watch), debounce_s=30,
+    defs = retraining_defs(tmp_path, RetrainingResource(model="pet-smoke", watch_dir=str(watch), debounce_s=30,
                                                         preset=write_preset(tmp_path / "tiny.yaml")))
     with dg.instance_for_test() as instance:
         write_rows(watch / "batch1.jsonl")
@@ -44,7 +46,7 @@ def test_the_same_file_seen_twice_starts_one_run(tmp_path):
         _age(watch / "batch1.jsonl")
         first = evaluate(new_data_sensor, defs, instance, early.cursor)
         [request] = first.run_requests
-        assert request.job_name is None and request.run_key.startswith("new-data-pet-brain-")
+        assert request.job_name is None and request.run_key.startswith("new-data-pet-smoke-")
         assert request.run_config["ops"]["raw_dataset"]["config"]["source"] == str(watch)
         assert request.run_config["ops"]["lora_adapter"]["config"]["max_steps"] == 4  # the preset's
         assert request.tags["llm_assets/trigger"] == "new_data_sensor"
@@ -74,8 +76,9 @@ def test_an_s3_prefix_on_a_real_server(tmp_path, s3_endpoint):
     body = (write_rows(tmp_path / "rows.jsonl", n=40)).read_bytes()
     watched = S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id=KEY,
                          aws_secret_access_key=SECRET)
-    defs = retraining_defs(tmp_path, RetrainingResource(watch_s3_uri="s3://incoming/pet", debounce_s=0,
-                                                        preset=write_preset(tmp_path / "tiny.yaml")), watched)
+    defs = retraining_defs(tmp_path, RetrainingResource(model="pet-smoke", watch_s3_uri="s3://incoming/pet",
+                                                        debounce_s=0, preset=write_preset(tmp_path / "tiny.yaml")),
+                           watched)
     with dg.instance_for_test() as instance:
         s3.put_object(Bucket="incoming", Key="pet/a.jsonl", Body=body)
         s3.put_object(Bucket="incoming", Key="pet/archive/old.jsonl", Body=b"{}\n")  # deeper: not the source
@@ -96,8 +99,9 @@ def test_an_s3_prefix_on_a_real_server(tmp_path, s3_endpoint):
     # The run reads the prefix through the artifact store's S3 settings; rows name the objects.
     store = ArtifactStoreResource(root=str(tmp_path / "store"), s3_endpoint_url=s3_endpoint, aws_region="us-east-1",
                                   aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-    result = dg.materialize([raw_dataset], resources={"artifact_store": store, "compute_backends": ComputeBackends()},
-                            run_config={"ops": {"raw_dataset": {"config": {"source": "s3://incoming/pet"}}}})
+    result = materialize([raw_dataset], resources={"artifact_store": store, "compute_backends": ComputeBackends(),
+                                                   "model_catalog": ModelCatalogResource(folder=MODELS_DIR)},
+                         run_config={"ops": {"raw_dataset": {"config": {"source": "s3://incoming/pet"}}}})
     meta = result.asset_materializations_for_node("raw_dataset")[0].metadata
     assert meta["rows"].value == 40 and meta["source"].value == "s3://incoming/pet"
 
@@ -107,7 +111,8 @@ def test_a_dropped_file_becomes_a_registered_and_promoted_version(tmp_path, chec
     watch.mkdir()
     # A 4-step model: no threshold and no baseline, so the honest gate passes and the version registers.
     preset = write_preset(tmp_path / "tiny.yaml", threshold=0.0, evaluate_baseline=False)
-    defs = retraining_defs(tmp_path, RetrainingResource(watch_dir=str(watch), debounce_s=0, preset=preset))
+    defs = retraining_defs(tmp_path, RetrainingResource(model="pet-smoke", watch_dir=str(watch), debounce_s=0,
+                                                        preset=preset))
     with dg.instance_for_test() as instance:
         assert not evaluate(new_data_sensor, defs, instance).run_requests  # empty folder
         _age(write_rows(watch / "batch1.jsonl"))
@@ -120,10 +125,10 @@ def test_a_dropped_file_becomes_a_registered_and_promoted_version(tmp_path, chec
         promotion = evaluate(promotion_sensor, defs, instance)
         [promote] = promotion.run_requests
         assert execute(defs, dg.RunRequest(job_name=promote_job.name, run_config=promote.run_config,
-                                           tags=promote.tags), instance).success
+                                           tags=promote.tags, partition_key=promote.partition_key), instance).success
     with ModelRegistry(f"sqlite:///{tmp_path}/registry.db") as registry:
-        production = registry.resolve("pet-brain", "production")
-        lineage = registry.lineage("pet-brain", "production")
+        production = registry.resolve("pet-smoke", "production")
+        lineage = registry.lineage("pet-smoke", "production")
     assert production.version == 1 and production.dagster_run_id == run.run_id
     assert str(watch) in production.dataset_uris
     assert any(step["kind"] == "dataset" for step in lineage["chain"])

@@ -13,7 +13,7 @@ import pytest
 from llm_assets.assets import PIPELINE_ASSETS, PIPELINE_CHECKS, lora_adapter
 from resources.artifact_store import ArtifactStoreResource
 from resources.manifest_io_manager import ManifestIOManager
-from tests.pipeline_configs import resources_for, tiny_run_config
+from tests.pipeline_configs import MODEL, materialize, resources_for, tiny_run_config
 
 KEY, SECRET = "AKIATESTING", "wJalrXUtnFEMI-never-printed"
 UPSTREAM = ["raw_dataset", "eval_benchmark", "base_model", "training_dataset"]
@@ -73,7 +73,7 @@ def test_a_network_outage_during_training_retries_and_resumes_from_the_checkpoin
     outage = None
     try:
         with dg.instance_for_test() as instance:
-            upstream = dg.materialize(assets + PIPELINE_CHECKS[:1], selection=UPSTREAM, instance=instance,
+            upstream = materialize(assets + PIPELINE_CHECKS[:1], selection=UPSTREAM, instance=instance,
                                       resources=resources, run_config={"ops": {
                                           k: v for k, v in config["ops"].items() if k in UPSTREAM}})
             assert upstream.success
@@ -83,7 +83,7 @@ def test_a_network_outage_during_training_retries_and_resumes_from_the_checkpoin
             job = dg.Definitions(assets=assets, resources=resources, jobs=[dg.define_asset_job(
                 "train_only", selection=[lora_adapter])]).resolve_job_def("train_only")
             result = job.execute_in_process(run_config={"ops": {"lora_adapter": config["ops"]["lora_adapter"]}},
-                                            instance=instance, run_id=run_id)
+                                            instance=instance, run_id=run_id, partition_key=MODEL)
             outage.join(timeout=60)
             logs = [e.user_message for e in instance.all_logs(run_id)]
         assert result.success and outage.events == ["stopped", "restarted"]

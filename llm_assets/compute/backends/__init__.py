@@ -35,7 +35,9 @@ from llm_assets.compute.launch import worker_command
 from llm_assets.config import validate_run_config
 from llm_assets.core.failures import BootstrapError, RetryableError, classify, error_from_exit
 from llm_assets.stages import StageContext, get_stage
+from llm_assets.core.model_spec import ModelSpec
 from resources.artifact_store import ArtifactStoreResource
+from resources.model_catalog import ModelCatalogResource
 
 IN_PROCESS = "in_process"
 
@@ -48,6 +50,7 @@ class StageRequest:
     inputs: dict[str, dict]
     config: dict
     artifact_store: ArtifactStoreResource
+    model: dict                              # the model's spec (ModelSpec as JSON): it travels with the stage
     training_examples: Optional[int] = None  # rows trained on, for cost per training example
 
     def __post_init__(self):
@@ -56,7 +59,8 @@ class StageRequest:
     def extras(self, run_id: str, job_key: str = "") -> dict:
         """The Pipes extras the worker reads: nothing secret goes here (it is stored with the context)."""
         store = self.artifact_store
-        return {"stage": self.stage, "inputs": self.inputs, "config": self.config, "run_id": run_id,
+        return {"stage": self.stage, "inputs": self.inputs, "config": self.config, "model": self.model,
+                "run_id": run_id,
                 "job_key": job_key, "artifact_root": str(store.store().uri_for("x"))[: -len("/x")],
                 "s3": store.s3_settings().public()}
 
@@ -173,8 +177,8 @@ class InProcessBackend(ComputeBackend):
     def run_stage(self, context: dg.AssetExecutionContext, request: StageRequest) -> dg.Output:
         stage = get_stage(request.stage)
         result = stage.run(request.inputs, stage.params_from(request.config), StageContext(
-            store=request.artifact_store.store(), run_id=context.run.run_id, log=context.log.info,
-            s3=request.artifact_store.s3_settings()))
+            store=request.artifact_store.store(), run_id=context.run.run_id, model=ModelSpec(**request.model),
+            log=context.log.info, s3=request.artifact_store.s3_settings()))
         return asset_output(result.value, metadata_values(result.metadata))
 
 
@@ -188,21 +192,28 @@ class ComputeBackends:
         return [IN_PROCESS, *sorted(n for n in self._backends if n != IN_PROCESS)]
 
     def run(self, context: dg.AssetExecutionContext, config: dg.Config, artifact_store: ArtifactStoreResource,
-            **inputs: dict) -> dg.Output:
-        """Run the stage of the asset being materialized where `config.compute` says, and return its Output.
+            model_catalog: ModelCatalogResource, **inputs: dict) -> dg.Output:
+        """Run the stage of the asset being materialized, for the model its partition names, where
+        `config.compute` says, and return its Output.
 
-        The whole run's config is checked first (every stage's `compute` against these names), so a bad value
-        anywhere fails the first step instead of a late one.
+        The whole run's config is checked first (every stage's `compute` against these names, the gate against
+        the model file's), so a bad value anywhere fails the first step instead of a late one.
         """
-        validate_run_config(context.run.run_config, self.names())
+        model = model_catalog.get(context.partition_key)
+        validate_run_config(context.run.run_config, self.names(), model)
         asset = context.asset_key.to_user_string()
         stage = get_stage(asset)
         backend = self.get(config.compute)
         if config.compute != IN_PROCESS:
             context.log.info(f"{asset}: running on {config.compute} ({backend.backend_name})")
+        # The fields the run's config sets, not Dagster's filled-in defaults: a stage lets them override the model
+        # file field by field (params.model_fields_set), and the worker rebuilds the same set from the JSON.
+        explicit = ((context.run.run_config.get("ops") or {}).get(asset) or {}).get("config") or {}
         request = StageRequest(
             stage=asset, inputs={name: inputs[name] for name in stage.upstream},
-            config=stage.params_from(config.model_dump()).model_dump(mode="json"), artifact_store=artifact_store,
+            config=stage.params_from(explicit).model_dump(mode="json", exclude_unset=True),
+            artifact_store=artifact_store,
+            model=model.model_dump(mode="json"),
             training_examples=inputs["training_dataset"].get("train_rows") if stage.cost_per_example else None)
         return backend.run_stage(context, request)
 

@@ -8,7 +8,7 @@ import socket
 
 import dagster as dg
 
-from pipeline_configs import TINY_BASE, tiny_run_config
+from pipeline_configs import MODEL, MODELS_DIR, TINY_BASE, materialize, tiny_run_config
 
 ACCESS_KEY = "AKIASTANDINTEST0001"
 SECRET_KEY = "s3-secret-Zq8Lw2-never-in-logs"
@@ -46,13 +46,14 @@ def upstream_manifests(store) -> dict:
     from llm_assets.assets import PIPELINE_ASSETS
     from llm_assets.compute.backends import ComputeBackends
     from resources.manifest_io_manager import ManifestIOManager
+    from resources.model_catalog import ModelCatalogResource
 
     wanted = {"raw_dataset", "eval_benchmark", "base_model", "training_dataset"}
     assets = [a for a in PIPELINE_ASSETS if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] in wanted]
     config = {"ops": {k: v for k, v in tiny_run_config(num_examples=60)["ops"].items() if k in wanted}}
-    result = dg.materialize(assets, run_config=config, selection=sorted(wanted), resources={
+    result = materialize(assets, run_config=config, selection=sorted(wanted), resources={
         "artifact_store": store, "io_manager": ManifestIOManager(artifact_store=store),
-        "compute_backends": ComputeBackends()})
+        "compute_backends": ComputeBackends(), "model_catalog": ModelCatalogResource(folder=MODELS_DIR)})
     assert result.success
     return {name: result.output_for_node(name) for name in ("training_dataset", "base_model")}
 
@@ -68,7 +69,10 @@ def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = 
 
     @dg.asset(name="stage_under_test", retry_policy=dg.RetryPolicy(max_retries=max_retries))
     def stage_under_test(context):
-        result = backend.run_stage(context, StageRequest(stage=stage, inputs=inputs, config=config,
+        from llm_assets.core.model_spec import load_model_spec
+
+        model = load_model_spec(f"{MODELS_DIR}/{MODEL}.yaml").model_dump(mode="json")
+        result = backend.run_stage(context, StageRequest(stage=stage, inputs=inputs, config=config, model=model,
                                                          artifact_store=store, training_examples=48))
         return dg.MaterializeResult(metadata={**result.metadata, "uri": result.value["uri"]})
 
