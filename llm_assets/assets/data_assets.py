@@ -9,7 +9,7 @@ from llm_assets.assets.automation import fail_fast, stage_options
 from llm_assets.compute.backends import ComputeBackends
 from llm_assets.config import CONFIG_BY_ASSET
 from resources.artifact_store import ArtifactStoreResource
-from resources.model_catalog import ModelCatalogResource
+from resources.model_catalog import MODEL_PARTITIONS, ModelCatalogResource
 
 
 @dg.asset(group_name="data", kinds={"python", "jsonl"}, owners=["team:ml"], **stage_options("raw_dataset"))
@@ -47,7 +47,7 @@ def training_dataset(context: dg.AssetExecutionContext, config: CONFIG_BY_ASSET[
         eval_benchmark=eval_benchmark)
 
 
-@dg.asset_check(asset=training_dataset, blocking=True,
+@dg.asset_check(asset=training_dataset, blocking=True, partitions_def=MODEL_PARTITIONS,
                 description="Rows are well-formed and non-empty, duplicates under the threshold, none over-length, "
                             "none overlapping the benchmark.")
 def training_data_valid(training_dataset: dict) -> dg.AssetCheckResult:

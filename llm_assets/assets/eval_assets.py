@@ -10,7 +10,7 @@ from llm_assets.assets.automation import fail_fast, stage_options
 from llm_assets.compute.backends import ComputeBackends
 from llm_assets.config import CONFIG_BY_ASSET
 from resources.artifact_store import ArtifactStoreResource
-from resources.model_catalog import ModelCatalogResource
+from resources.model_catalog import MODEL_PARTITIONS, ModelCatalogResource
 
 
 @dg.asset(group_name="evaluation", kinds={"llamacpp", "json"}, owners=["team:ml"], **stage_options("eval_report"))
@@ -26,7 +26,7 @@ def eval_report(context: dg.AssetExecutionContext, config: CONFIG_BY_ASSET["eval
         base_model=base_model, lora_adapter=lora_adapter, training_dataset=training_dataset)
 
 
-@dg.asset_check(asset=eval_report,
+@dg.asset_check(asset=eval_report, partitions_def=MODEL_PARTITIONS,
                 description="The deployable variant reaches the strict-accuracy threshold and beats the baseline "
                             "(the gate eval_report computed; registered_model registers the candidate or the "
                             "rejection).")

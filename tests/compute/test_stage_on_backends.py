@@ -88,7 +88,8 @@ def test_export_and_evaluation_run_on_a_backend_and_the_gate_reads_the_workers_r
         resources=resources, instance=instance, raise_on_error=False,
         run_config={"ops": {"lora_adapter": {"config": TRAINING_CONFIG},
                             "gguf_model": {"config": {"quantizations": ["q8_0"], "compute": "local"}},
-                            "eval_report": {"config": {"max_new_tokens": 48, "compute": "local"}}}})
+                            "eval_report": {"config": {"max_new_tokens": 48, "compute": "local",
+                                                       "threshold": 0.95}}}})  # above pet-smoke's 0
     export = result.asset_materializations_for_node("gguf_model")[0].metadata
     report = result.asset_materializations_for_node("eval_report")[0].metadata
     assert export["compute_backend"].value == report["compute_backend"].value == "LocalProcessBackend"
