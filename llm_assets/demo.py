@@ -94,8 +94,9 @@ def job_name(preset: str, jobs: set[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu_tiny",
-                        help="a preset's name under configs/ (default cpu_tiny) or the path of a run-config YAML file")
+    parser.add_argument("--preset", default=None,
+                        help="a preset's name under configs/ or the path of a run-config YAML file (default: the "
+                        "model file's preset, cpu_tiny unless it names another)")
     parser.add_argument("--model", default="pet-brain",
                         help="the model to train: a models/<name>.yaml (or $LLM_ASSETS_MODELS_DIR) file's name")
     args = parser.parse_args(argv)
@@ -111,15 +112,16 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("dagster").setLevel(logging.INFO)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def(job_name(args.preset, {j.name for j in defs.resolve_all_job_defs()}))
     try:  # a missing or invalid model file is named before any work
         spec = defs.resources["model_catalog"].get(args.model)
     except ConfigError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
+    preset = args.preset or spec.preset  # the model's own hyperparameters unless the command names others
+    job = defs.resolve_job_def(job_name(preset, {j.name for j in defs.resolve_all_job_defs()}))
     register_models(instance, [args.model])
     started = time.perf_counter()
-    result = job.execute_in_process(run_config=load_preset(args.preset), instance=instance, raise_on_error=False,
+    result = job.execute_in_process(run_config=load_preset(preset), instance=instance, raise_on_error=False,
                                     partition_key=args.model)
     seconds = time.perf_counter() - started
     if not result.success:

@@ -30,15 +30,20 @@ def gate_value(record: VersionRecord) -> float | None:
     return float(value) if value is not None else None
 
 
+def gate_metric_label(record: VersionRecord) -> str:
+    """The name of the version's gate metric, as a message says it ("strict accuracy", "exact match")."""
+    return (record.metrics or {}).get("gate_metric", "strict_accuracy").replace("_", " ")
+
+
 def decide_promotion(challenger: VersionRecord, champion: VersionRecord | None,
                      min_improvement: float = 0.0) -> PromotionDecision:
     """Promote a gate-passing candidate that beats production on the same benchmark version."""
     if challenger.status != "candidate" or not challenger.gate_passed:
         return PromotionDecision(False, f"v{challenger.version} is {challenger.status}, gate "
                                         f"{'passed' if challenger.gate_passed else 'not passed'}")
-    acc = gate_value(challenger)
+    acc, label = gate_value(challenger), gate_metric_label(challenger)
     if champion is None:
-        return PromotionDecision(True, f"v{challenger.version} passed the gate (strict accuracy {acc}) and nothing "
+        return PromotionDecision(True, f"v{challenger.version} passed the gate ({label} {acc}) and nothing "
                                        f"is in production")
     if champion.benchmark_version != challenger.benchmark_version:
         return PromotionDecision(False, f"v{challenger.version} was measured on {challenger.benchmark_version}, "
@@ -46,9 +51,9 @@ def decide_promotion(challenger: VersionRecord, champion: VersionRecord | None,
                                         f"not comparable")
     best = gate_value(champion) or 0.0
     if acc is None or acc < best + min_improvement:
-        return PromotionDecision(False, f"v{challenger.version} strict accuracy {acc} does not beat production "
+        return PromotionDecision(False, f"v{challenger.version} {label} {acc} does not beat production "
                                         f"v{champion.version} {best} by {min_improvement}")
-    return PromotionDecision(True, f"v{challenger.version} strict accuracy {acc} >= production v{champion.version} "
+    return PromotionDecision(True, f"v{challenger.version} {label} {acc} >= production v{champion.version} "
                                    f"{best} + {min_improvement}")
 
 
@@ -90,9 +95,9 @@ def promote_first_gated(registry: ModelRegistry, model: str, run_id: str, actor:
                               f"{version.gate_reason or 'no gate reason recorded'}); nothing promoted")
     accuracy = float(gate_value(version) or 0.0)
     if accuracy < min_accuracy:
-        return FirstPromotion(None, production, f"{model} v{version.version} passed its run's gate, but its strict "
-                              f"accuracy {accuracy:.3f} is below the {min_accuracy} a first promotion needs (the "
-                              "run's threshold was lowered); nothing promoted")
+        return FirstPromotion(None, production, f"{model} v{version.version} passed its run's gate, but its "
+                              f"{gate_metric_label(version)} {accuracy:.3f} is below the {min_accuracy} a first "
+                              "promotion needs (the run's threshold was lowered); nothing promoted")
     if current is None:
         try:
             promoted = registry.promote(model, version.version, actor=actor, reason=FIRST_PROMOTION_REASON,
