@@ -40,6 +40,7 @@ class ModelInfo:
     bytes: int
     uri: str | None = None
     recorded_accuracy: float | None = None
+    scorer: str = "pet"  # the registry's scorer of the version: the bunny's smoke items fit only a 'pet' model
 
 
 class SlotError(RuntimeError):
