@@ -1,4 +1,7 @@
 import os
+import socket
+
+import pytest
 
 # Nothing may be fetched from a model hub: tests use the embedded tiny model.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,3 +19,16 @@ def pytest_collection_modifyitems(config, items):
     """
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable sort: each file keeps its order
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-compatible server (moto's server mode) on a free loopback port, one per test module."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

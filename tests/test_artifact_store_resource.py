@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import dagster as dg
 import pytest
@@ -13,18 +12,6 @@ from llm_assets.core.s3_settings import S3Settings
 from resources import ArtifactStoreResource
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-never-printed"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

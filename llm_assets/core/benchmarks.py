@@ -37,15 +37,18 @@ def benchmark_rows(rows: Iterable[dict], origin: str) -> list[dict]:
     return out
 
 
-def in_holdout(prompt: str, fraction: float) -> bool:
+def _unit_hash(prompt: str) -> float:
     digest = hashlib.blake2b(f"{HOLDOUT_SALT}\x00{fold(prompt)}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < fraction
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def in_holdout(prompt: str, fraction: float) -> bool:
+    return _unit_hash(prompt) < fraction
 
 
 def holdout(rows: Sequence[dict], fraction: float) -> list[dict]:
     """The benchmark rows whose prompt falls in the hold-out; with 2+ distinct prompts never empty."""
     chosen = [r for r in rows if in_holdout(r["prompt"], fraction)]
     if not chosen and len({fold(r["prompt"]) for r in rows}) >= 2:
-        chosen = [min(rows, key=lambda r: hashlib.blake2b(f"{HOLDOUT_SALT}\x00{fold(r['prompt'])}".encode(),
-                                                           digest_size=8).digest())]
+        chosen = [min(rows, key=lambda r: _unit_hash(r["prompt"]))]
     return chosen

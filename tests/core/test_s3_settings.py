@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
@@ -14,18 +13,6 @@ from llm_assets.core.s3_settings import ENV_NAMES, S3Settings
 KEY, SECRET, TOKEN = "AKIATESTING", "wJalrXUtnFEMI-never-shown", "session-token-never-shown"
 FULL = S3Settings(endpoint_url="http://127.0.0.1:9", region="eu-west-1", access_key_id=KEY,
                   secret_access_key=SECRET, session_token=TOKEN)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
