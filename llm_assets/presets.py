@@ -41,3 +41,22 @@ def preset_summary(name_or_path: str | Path) -> str:
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+# Stages the model file itself describes (its data, benchmark and base model): a preset's values there are ignored
+# for a model's default run, so the model file stays the one place that says what a model is made from.
+MODEL_FILE_STAGES = ("raw_dataset", "eval_benchmark", "base_model")
+
+
+def stage_config(preset: str | Path, asset: str, run_config: dict | None) -> dict:
+    """A stage's config for one model's run: the run config's explicit fields over the model's preset's.
+
+    This is what makes a bare Materialize of a model's partition (the Launchpad with nothing typed, a sensor's run)
+    train with that model's own hyperparameters. `compute` is never taken from a preset: where work runs is the
+    run's choice.
+    """
+    explicit = (((run_config or {}).get("ops") or {}).get(asset) or {}).get("config") or {}
+    if asset in MODEL_FILE_STAGES:
+        return dict(explicit)
+    defaults = ((load_preset(preset).get("ops") or {}).get(asset) or {}).get("config") or {}
+    return {**{k: v for k, v in defaults.items() if k != "compute"}, **explicit}

@@ -134,3 +134,32 @@ def test_two_user_models_train_score_gate_and_promote_under_their_own_names(tmp_
     datasets = {name: next(s for s in lineage[name]["chain"] if s["kind"] == "dataset") for name in runs}
     assert datasets["colours"]["version"] != datasets["colours-b"]["version"]
     assert first in json.dumps(datasets["colours"]) and second not in json.dumps(datasets["colours"])
+
+
+def test_a_bare_materialize_trains_with_the_models_preset_and_reads_paths_beside_the_model_file(tmp_path, monkeypatch):
+    """What a user gets from the Launchpad with nothing typed: the model file's relative data path and preset are
+    found beside it (whatever the working directory), the preset's lora_adapter config is the default, and a field
+    the run's config sets wins over it."""
+    monkeypatch.chdir(tmp_path.parent)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "presets").mkdir()
+    write_jsonl(tmp_path / "data" / "colours.jsonl", color_rows(64))
+    (tmp_path / "presets" / "fast.yaml").write_text(yaml.safe_dump({"ops": {"lora_adapter": {"config": {
+        "method": "full", "max_steps": 2, "learning_rate": 0.0123, "batch_size": 8}}}}), encoding="utf-8")
+    write_model(tmp_path, "colours", data={"source": "data/colours.jsonl"}, preset="presets/fast.yaml",
+                base_model=TINY_BASE)
+    assets = [a for a in PIPELINE_ASSETS if a.key.to_user_string() in
+              ("raw_dataset", "eval_benchmark", "base_model", "training_dataset", "lora_adapter")]
+    resources = resources_for(tmp_path, models_dir=str(tmp_path))
+    configs = []
+    for run_config in ({}, {"ops": {"lora_adapter": {"config": {"learning_rate": 0.002}}}}):
+        result = materialize(assets, resources=resources, run_config=run_config, partition_key="colours")
+        configs.append(result.output_for_node("lora_adapter")["config"])
+    assert [(c["learning_rate"], c["max_steps"], c["batch_size"]) for c in configs] == [(0.0123, 2, 8), (0.002, 2, 8)]
+
+
+def test_a_model_file_naming_a_missing_preset_file_is_refused(tmp_path):
+    write_model(tmp_path, "my-task", data={"source": "rows.jsonl"}, preset="presets/nope.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_model_spec(tmp_path / "my-task.yaml")
+    assert err.value.field == f"{tmp_path / 'my-task.yaml'}: preset"

@@ -69,7 +69,9 @@ class ModelSpec(_Strict):
     data: DataSpec = Field(description="Where the training rows come from.")
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec, description="What the model is scored on.")
     base_model: BaseModelParams = Field(default_factory=BaseModelParams, description="The causal LM to fine-tune.")
-    preset: str = Field(default="cpu_tiny", description="Training preset under configs/ (hyperparameters).")
+    preset: str = Field(default="cpu_tiny", description="Training hyperparameters: a preset's name under configs/ "
+                        "(cpu_tiny) or a run-config YAML file. Its training_dataset, lora_adapter, gguf_model and "
+                        "eval_report config is this model's default for those stages; a run's config overrides it.")
     scorer: str = Field(description="How answers are scored: exact, json, label, text, or pet "
                         "(llm_assets/core/scorers/).")
     scorer_options: dict = Field(default_factory=dict, description="Options of the scorer, e.g. "
@@ -121,7 +123,34 @@ def load_model_spec(path: str | Path) -> ModelSpec:
         raise _error(path, exc) from None
     if spec.name != path.stem:
         raise ConfigError(f"{path}: name", spec.name, f"must equal the file's name, {path.stem!r}")
-    return spec
+    return _resolved(spec, path)
+
+
+def _is_local(source: str) -> bool:
+    return not (source in (HOLDOUT, EMBEDDED_PET) or "://" in source or source.startswith("embedded:"))
+
+
+def _resolved(spec: ModelSpec, path: Path) -> ModelSpec:
+    """Relative paths in a model file name files beside it (like docker-compose), whatever the process's working
+    directory: `data: {source: data/my-task}` in models/my-task.yaml is models/data/my-task. A preset file must
+    exist; a preset name (no suffix) is looked up under configs/ when used."""
+    folder = path.resolve().parent
+
+    def local(value: str) -> str:
+        return str(folder / value) if _is_local(value) and not Path(value).is_absolute() else value
+
+    data = spec.data.model_copy(update={"source": local(spec.data.source)})
+    benchmark = spec.benchmark.model_copy(update={"source": local(spec.benchmark.source)})
+    base = spec.base_model
+    if (base.model_id or "").startswith(("./", "../")):  # a hub id (org/name) is never rewritten
+        base = base.model_copy(update={"model_id": str(folder / base.model_id)})
+    preset = spec.preset
+    if Path(preset).suffix:
+        preset = local(preset)
+        if not Path(preset).is_file():
+            raise ConfigError(f"{path}: preset", spec.preset, f"no such file ({preset}); give a preset's name "
+                              "under configs/ or a run-config YAML file, relative to the model file")
+    return spec.model_copy(update={"data": data, "benchmark": benchmark, "base_model": base, "preset": preset})
 
 
 def load_model_specs(folder: str | Path) -> dict[str, ModelSpec]:

@@ -36,6 +36,7 @@ from llm_assets.config import validate_run_config
 from llm_assets.core.failures import BootstrapError, RetryableError, classify, error_from_exit
 from llm_assets.stages import StageContext, get_stage
 from llm_assets.core.model_spec import ModelSpec
+from llm_assets.presets import stage_config
 from resources.artifact_store import ArtifactStoreResource
 from resources.model_catalog import ModelCatalogResource
 
@@ -206,9 +207,13 @@ class ComputeBackends:
         backend = self.get(config.compute)
         if config.compute != IN_PROCESS:
             context.log.info(f"{asset}: running on {config.compute} ({backend.backend_name})")
-        # The fields the run's config sets, not Dagster's filled-in defaults: a stage lets them override the model
-        # file field by field (params.model_fields_set), and the worker rebuilds the same set from the JSON.
-        explicit = ((context.run.run_config.get("ops") or {}).get(asset) or {}).get("config") or {}
+        # The fields the run's config sets over the model's preset, not Dagster's filled-in defaults: a stage lets
+        # them override the model file field by field (params.model_fields_set), and the worker rebuilds the same
+        # set from the JSON.
+        explicit = stage_config(model.preset, asset, context.run.run_config)
+        if explicit:
+            context.log.info(f"{asset}: {model.name}'s preset {model.preset} and the run's config set "
+                             f"{', '.join(f'{k}={v}' for k, v in sorted(explicit.items()))}")
         request = StageRequest(
             stage=asset, inputs={name: inputs[name] for name in stage.upstream},
             config=stage.params_from(explicit).model_dump(mode="json", exclude_unset=True),
