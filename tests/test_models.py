@@ -105,7 +105,8 @@ def test_two_user_models_train_score_gate_and_promote_under_their_own_names(tmp_
     second = write_jsonl(tmp_path / "colours-b.jsonl", color_rows(400, offset=5000))
     write_model(tmp_path, "colours", data={"source": first}, benchmark={"source": "holdout", "holdout_fraction": 0.1})
     write_model(tmp_path, "colours-b", data={"source": second}, benchmark={"source": "holdout"},
-                gate={"metric": "accuracy", "threshold": 0.0, "beats_base_by": None})
+                gate={"metric": "accuracy", "threshold": 0.0, "beats_base_by": None},
+                serving={"system_prompt": "Name the colour.", "max_tokens": 8})
     resources = resources_for(tmp_path, models_dir=str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     runs = {}
@@ -129,6 +130,8 @@ def test_two_user_models_train_score_gate_and_promote_under_their_own_names(tmp_
             dataset = result.asset_materializations_for_node("training_dataset")[0].metadata
             assert version.dagster_run_id == result.run_id and version.dataset_version == dataset["sha256"].value[:16]
             assert version.metrics["gate_metric"] == "accuracy" and version.gguf_uri.split("/")[-1].startswith(name)
+            # The model file's serving defaults travel with the version, for a server with no models/ folder.
+            assert version.serving["system_prompt"] == ("Name the colour." if name == "colours-b" else None)
             registry.promote(name, version.version, actor="test")
         lineage = {name: registry.lineage(name, "production") for name in runs}
     datasets = {name: next(s for s in lineage[name]["chain"] if s["kind"] == "dataset") for name in runs}

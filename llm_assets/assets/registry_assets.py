@@ -69,6 +69,9 @@ def version_fields(run_id: str, parents: dict[str, dict]) -> dict:
                     "baseline": report["baseline_value"], "scorer": report.get("scorer")},
         "gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"], "config": adapter.get("config"),
         "dagster_run_id": run_id, "code_version": code_version(),
+        # What the model file said to serve with when this version was evaluated: the server reads it from here,
+        # on machines that have no models/ folder.
+        "serving": report.get("serving"),
     }
 
 

@@ -146,6 +146,28 @@ class PromptRenderer:
         return out
 
 
+def with_system_prompt(row: dict, system_prompt: str | None) -> dict:
+    """The row with `system_prompt` as its first message, unless it has a system message of its own.
+
+    A model file's serving.system_prompt goes before every request the server gets; putting it into the rows
+    (training and benchmark alike) makes the model learn and be scored on what it will be asked. A row that is
+    in neither format is returned as it is, for the row checks to name its problem.
+    """
+    if not system_prompt:
+        return row
+    if "messages" in row and isinstance(row["messages"], list):
+        first = row["messages"][0] if row["messages"] else {}
+        if isinstance(first, dict) and first.get("role") == "system":
+            return row
+        return {**row, "messages": [{"role": "system", "content": system_prompt}, *row["messages"]]}
+    if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str) and "messages" not in row:
+        rest = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+        return {**rest, "messages": [{"role": "system", "content": system_prompt},
+                                     {"role": "user", "content": row["prompt"]},
+                                     {"role": "assistant", "content": row["completion"]}]}
+    return row
+
+
 def conversation(row: dict) -> tuple[list[dict], str, str]:
     """(prompt-side messages, completion, user text) of a row in either format; a ValueError says what is wrong."""
     return _conversation(row)

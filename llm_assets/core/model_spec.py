@@ -58,9 +58,13 @@ class GateSpec(_Strict):
 
 
 class ServingSpec(_Strict):
-    system_prompt: Optional[str] = Field(default=None, description="System message put before every request.")
-    json_schema: Optional[dict] = Field(default=None, description="JSON schema of the answers, when they are JSON.")
-    max_tokens: int = Field(default=128, ge=1, description="Longest answer the server generates by default.")
+    system_prompt: Optional[str] = Field(default=None, description="System message of every conversation that has "
+                                         "none: put into the training and benchmark rows, and by the server before "
+                                         "each chat request.")
+    json_schema: Optional[dict] = Field(default=None, description="JSON schema of the answers, when they are JSON: "
+                                        "the server decodes a chat request without a response_format with it.")
+    max_tokens: int = Field(default=128, ge=1, description="Longest answer the server generates when a request "
+                            "sets no max_tokens (capped at the server's max_tokens_limit).")
 
 
 class ModelSpec(_Strict):

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_assets.core import pet_task as pt
 from llm_assets.serving.config import ServeConfig
 from llm_assets.serving.follower import RegistryFollower
-from llm_assets.serving.generation import StreamBridge, check_max_tokens
+from llm_assets.serving.generation import StreamBridge, check_max_tokens, with_serving_defaults
 from llm_assets.serving.holder import BusyError, ModelHolder, NoModelError
 from llm_assets.serving.metrics import Metrics
 from llm_assets.serving.middleware import (
@@ -68,16 +68,21 @@ class ServerState:
         except BusyError as exc:
             raise ApiError(503, str(exc), type="server_error", code="busy", headers={"Retry-After": "1"}) from exc
 
+    def _defaults(self, slot: ModelSlot, kind: str, params: dict) -> dict:
+        if kind not in ("chat", "completion"):
+            return params
+        return with_serving_defaults(kind, params, slot.info.serving, slot.info.model, self.config.max_tokens_limit)
+
     async def run(self, kind: str, params: dict) -> tuple[ModelSlot, object]:
         slot = await self.acquire()
-        future = slot.submit(kind, params)
+        future = slot.submit(kind, self._defaults(slot, kind, params))
         future.add_done_callback(lambda _: slot.leave())  # in flight until the model is done with it
         return slot, await asyncio.wrap_future(future)
 
     async def stream(self, kind: str, params: dict, on_chunk) -> StreamingResponse:
         slot = await self.acquire()
         bridge = StreamBridge(asyncio.get_running_loop())
-        future = slot.submit(kind, params, on_chunk=bridge.on_chunk)
+        future = slot.submit(kind, self._defaults(slot, kind, params), on_chunk=bridge.on_chunk)
         future.add_done_callback(lambda _: slot.leave())
         future.add_done_callback(bridge.on_done)
         first = await bridge.first()

@@ -131,7 +131,8 @@ class RegistryFollower:
             metrics = record.metrics or {}
             scorer = metrics.get("scorer") or "pet"
             info = ModelInfo(record.model, record.version, record.gguf_sha256, str(path), path.stat().st_size,
-                             record.gguf_uri, metrics.get("strict_accuracy") if scorer == "pet" else None, scorer)
+                             record.gguf_uri, metrics.get("strict_accuracy") if scorer == "pet" else None, scorer,
+                             record.serving)
             smoke = self._install(info)
         except SwapFailed as exc:
             return self._failed_swap(record, before, exc)
@@ -245,10 +246,10 @@ class RegistryFollower:
             return slot, SmokeResult(True, 0, 0, None, 0.0, 0.0, "not run (reloading the model that served)")
         cfg = self.config
         required = required_accuracy(cfg.smoke_min_accuracy, info.recorded_accuracy, cfg.smoke_tolerance)
-        # The smoke items are the bunny's benchmark decoded with its grammar: a model of another task is only
-        # checked to load and generate (run_smoke with no rows).
+        # The smoke items are the bunny's benchmark decoded with its grammar: a model of another task answers one
+        # chat as it will be served, checked against its answer schema when it has one (run_smoke with no rows).
         rows = self._smoke_rows if info.scorer == "pet" else []
-        params = {"rows": rows, "required": required, "max_tokens": cfg.pet_max_tokens}
+        params = {"rows": rows, "required": required, "max_tokens": cfg.pet_max_tokens, "serving": info.serving}
         try:
             result = SmokeResult(**slot.submit("smoke", params).result(timeout=cfg.wait_timeout_s * 5))
         except Exception as exc:

@@ -14,13 +14,36 @@ from llm_assets.serving.schemas import ApiError
 CONTEXT_OVERFLOW = "exceed context window"  # llama-cpp-python's message for a prompt longer than n_ctx
 
 
-def check_max_tokens(value: int | None, limit: int, param: str = "max_tokens") -> int:
+def check_max_tokens(value: int | None, limit: int, param: str = "max_tokens") -> int | None:
+    """The request's max_tokens, checked; None when it sent none (the served version's default applies)."""
     if value is None:
-        return limit
+        return None
     if isinstance(value, bool) or not 1 <= value <= limit:
         raise ApiError(400, f"{param}={value!r} is out of range: want 1..{limit}", param=param,
                        code="invalid_value")
     return value
+
+
+def with_serving_defaults(kind: str, params: dict, serving: dict | None, model: str, limit: int) -> dict:
+    """A completion or chat request with the served version's defaults filled in where the client set nothing.
+
+    The defaults come from the model file (recorded in the registry with the version): max_tokens (capped at the
+    server's limit; without one, the limit), the system prompt before a conversation that has none (the model was
+    trained and scored with it), and the answer schema as the grammar of a chat without a response_format.
+    """
+    serving = serving or {}
+    out = dict(params)
+    if out.get("max_tokens") is None:
+        out["max_tokens"] = min(serving.get("max_tokens") or limit, limit)
+    if kind != "chat":
+        return out
+    system_prompt = serving.get("system_prompt")
+    if system_prompt and not (out["messages"] and out["messages"][0]["role"] == "system"):
+        out["messages"] = [{"role": "system", "content": system_prompt}, *out["messages"]]
+    if serving.get("json_schema") and out.get("response_format") is None:
+        out["response_format"] = {"type": "json_schema",
+                                  "json_schema": {"name": model, "schema": serving["json_schema"]}}
+    return out
 
 
 def _fit(llm, n_prompt: int, max_tokens: int) -> None:

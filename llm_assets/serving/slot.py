@@ -41,6 +41,7 @@ class ModelInfo:
     uri: str | None = None
     recorded_accuracy: float | None = None
     scorer: str = "pet"  # the registry's scorer of the version: the bunny's smoke items fit only a 'pet' model
+    serving: dict | None = None  # the version's serving defaults (system_prompt, json_schema, max_tokens)
 
 
 class SlotError(RuntimeError):

@@ -49,15 +49,13 @@ def required_accuracy(min_accuracy: float, recorded: float | None, tolerance: fl
     return max(min_accuracy, (recorded - tolerance) if recorded is not None else 0.0, 0.0)
 
 
-def run_smoke(llm, rows: list[dict], required: float, max_tokens: int) -> SmokeResult:
-    """Answer `rows` on `llm` (call on the thread that owns it); passes when accuracy >= required."""
+def run_smoke(llm, rows: list[dict], required: float, max_tokens: int, serving: dict | None = None) -> SmokeResult:
+    """Answer `rows` on `llm` (call on the thread that owns it); passes when accuracy >= required. Without rows
+    (a model of another task than the bunny's) one chat answer with the version's serving defaults is checked."""
     started = time.perf_counter()
     if not rows:
-        # A model of another task: only check that it loads and generates.
-        out = llm.create_completion(GENERIC_PROMPT, max_tokens=4, temperature=0)
-        ok = isinstance(out["choices"][0]["text"], str)
-        return SmokeResult(ok, 0, 0, None, 0.0, time.perf_counter() - started,
-                           "generates" if ok else "produced no text")
+        ok, reason = _answers_as_served(llm, serving or {})
+        return SmokeResult(ok, 0, 0, None, 0.0, time.perf_counter() - started, reason)
     grammar, correct, failures = decision_grammar(), 0, []
     for row in rows:
         out = llm.create_chat_completion([{"role": "user", "content": row["prompt"]}], grammar=grammar,
@@ -76,3 +74,32 @@ def run_smoke(llm, rows: list[dict], required: float, max_tokens: int) -> SmokeR
     reason = (f"strict accuracy {accuracy:.2f} on {len(rows)} benchmark items "
               f"{'>=' if passed else '<'} required {required:.2f}")
     return SmokeResult(passed, len(rows), correct, accuracy, required, time.perf_counter() - started, reason, failures)
+
+
+def _answers_as_served(llm, serving: dict) -> tuple[bool, str]:
+    """(passed, reason): a chat answer decoded as the server will decode it, and when the version declares a
+    JSON schema, an answer that parses and validates against it (a file whose grammar llama.cpp cannot build, or
+    a model that cannot end its object, fails here instead of in front of clients)."""
+    import jsonschema
+    from llama_cpp import LlamaGrammar
+
+    messages = [{"role": "user", "content": GENERIC_PROMPT}]
+    if serving.get("system_prompt"):
+        messages.insert(0, {"role": "system", "content": serving["system_prompt"]})
+    schema = serving.get("json_schema")
+    grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema else None
+    limit = serving.get("max_tokens") or 16
+    out = llm.create_chat_completion(messages, grammar=grammar, temperature=0, max_tokens=limit)
+    choice = out["choices"][0]
+    text = choice["message"]["content"]
+    if not isinstance(text, str):
+        return False, "produced no text"
+    if schema is None:
+        return True, "generates"
+    if choice.get("finish_reason") == "length":
+        return True, f"generates JSON (the answer reached max_tokens={limit} before its end; not validated)"
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        return False, f"the answer does not match the version's json_schema: {str(exc).splitlines()[0]}: {text[:200]!r}"
+    return True, "answers JSON that matches the version's json_schema"

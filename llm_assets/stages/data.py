@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from llm_assets.core import benchmarks, data_sources, dataset_io, dataset_stream, pet_benchmark, pet_task
+from llm_assets.core.dataset_prep import with_system_prompt
 from llm_assets.core.artifacts import sha256_file
 from llm_assets.core.hyperparameters import BenchmarkParams, DatasetParams, RawDataParams
 from llm_assets.core.model_spec import EMBEDDED_PET, HOLDOUT
@@ -24,7 +25,8 @@ def _row_format(row: dict) -> str:
 def raw_dataset(inputs: dict, params: RawDataParams, context: StageContext) -> StageResult:
     """Examples as they arrived, each row keeping `source` (file:line) so every later problem traces back.
 
-    Each value the run's config leaves null comes from the model file's `data`.
+    Each value the run's config leaves null comes from the model file's `data`. The model file's
+    serving.system_prompt is put first in every row without a system message (with_system_prompt).
     """
     data = context.model.data
     source = params.source or data.source
@@ -37,6 +39,7 @@ def raw_dataset(inputs: dict, params: RawDataParams, context: StageContext) -> S
     else:  # a file, a folder or an s3:// prefix (read with the artifact store's S3 settings)
         rows = data_sources.load_source_rows(source, s3=context.s3)
     formats = dict(Counter(_row_format(r) for r in rows))
+    rows = [with_system_prompt(r, context.model.serving.system_prompt) for r in rows]
     with tempfile.TemporaryDirectory(prefix="raw_dataset-") as scratch:
         path = Path(scratch) / "raw.jsonl"
         dataset_io.write_jsonl(rows, path)
@@ -64,7 +67,9 @@ def eval_benchmark(inputs: dict, params: BenchmarkParams, context: StageContext)
             rows = benchmarks.holdout(benchmarks.benchmark_rows(raw, "raw_dataset"), spec.holdout_fraction)
             label = "holdout"
         else:
-            rows = benchmarks.benchmark_rows(data_sources.load_source_rows(spec.source, s3=context.s3), spec.source)
+            system_prompt = context.model.serving.system_prompt
+            rows = benchmarks.benchmark_rows([with_system_prompt(r, system_prompt) for r in
+                                              data_sources.load_source_rows(spec.source, s3=context.s3)], spec.source)
             label = "file"
         categories = dict(Counter(r["category"] for r in rows if r.get("category")))
         path = tmp / "benchmark.jsonl"

@@ -62,6 +62,7 @@ def run(inputs: dict, params: EvalParams, context: StageContext) -> StageResult:
                                        "file_size_bytes": e["file_size_bytes"]}
                                    for n, e in report["variants"].items()},
                          baseline_value=report["gate"]["baseline_value"], scorer=report["scorer"],
+                         serving=context.model.serving.model_dump(mode="json"),
                          gguf_model_sha256=gguf_model["sha256"])
     gate = report["gate"]
     log(f"eval_report: gate {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")

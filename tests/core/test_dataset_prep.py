@@ -374,3 +374,19 @@ def test_read_split_names_bad_line(tmp_path):
     assert str(info.value) == f"{path}:2: split row needs a string 'completion', got None"
     (tmp_path / "empty.jsonl").write_text("")
     assert dp.read_split(tmp_path / "empty.jsonl") == []
+
+
+def test_a_models_system_prompt_goes_first_in_rows_without_one_in_either_format():
+    from llm_assets.core.dataset_prep import conversation, with_system_prompt
+
+    pair = {"prompt": "q", "completion": "a", "category": "c", "source": "f.jsonl:1"}
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    own = {"messages": [{"role": "system", "content": "mine"}, *chat["messages"]]}
+    for row in (pair, chat):
+        out = with_system_prompt(row, "Be brief.")
+        messages, completion, user_text = conversation(out)
+        assert messages[0] == {"role": "system", "content": "Be brief."} and (completion, user_text) == ("a", "q")
+    assert with_system_prompt(pair, "Be brief.")["category"] == "c"
+    assert with_system_prompt(own, "Be brief.") == own and with_system_prompt(pair, None) == pair
+    broken = {"prompt": 3}
+    assert with_system_prompt(broken, "Be brief.") == broken  # left for the row checks to name

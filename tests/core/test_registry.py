@@ -295,10 +295,42 @@ def test_migrations_are_idempotent_data_survives_reopen_and_schema_matches_model
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": "llm_assets_registry_version"})
-            assert context.get_current_heads() == ("0001_initial",)
+            assert context.get_current_heads() == ("0002_serving_defaults",)
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_a_registry_written_by_the_first_schema_upgrades_in_place_keeping_its_versions(backend):
+    """A deployed registry at 0001 (no serving column) opened by this version: migrated to head, its versions and
+    production alias intact, their serving defaults empty; a new version records its own."""
+    from alembic import command
+    from alembic.config import Config
+
+    from llm_assets.core.registry.engine import MIGRATIONS_DIR
+
+    engine = create_registry_engine(backend.url, timeout_s=10)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001_initial")
+            connection.exec_driver_sql("INSERT INTO models (name, created_at) VALUES ('bunny', CURRENT_TIMESTAMP)")
+            connection.exec_driver_sql(
+                "INSERT INTO model_versions (model_id, version, status, gguf_sha256, created_at) "
+                "SELECT id, 1, 'production', 'ab', CURRENT_TIMESTAMP FROM models")
+            connection.exec_driver_sql(
+                "INSERT INTO aliases (model_id, name, version_id, updated_at) "
+                "SELECT model_id, 'production', id, CURRENT_TIMESTAMP FROM model_versions")
+            assert "serving" not in {c["name"] for c in sa.inspect(connection).get_columns("model_versions")}
+    finally:
+        engine.dispose()
+    reg = backend.open()
+    old = reg.resolve("bunny", "production")
+    assert (old.version, old.gguf_sha256, old.serving) == (1, "ab", None)
+    new = reg.register("bunny", **_passing(serving={"system_prompt": "Be brief.", "max_tokens": 32}))
+    assert reg.get("bunny", new.version).serving == {"system_prompt": "Be brief.", "max_tokens": 32}
 
 
 def test_error_messages_and_repr_mask_the_password(backend):

@@ -58,6 +58,7 @@ class ModelVersion(Base):
     code_version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     lineage: Mapped[list | dict | None] = mapped_column(JSON)
+    serving: Mapped[dict | None] = mapped_column(JSON)  # the model file's serving defaults at registration
 
 
 class Alias(Base):

@@ -41,6 +41,7 @@ class VersionRecord:
     materialization_ids: dict | list | None = None
     code_version: str | None = None
     lineage: list | dict | None = None
+    serving: dict | None = None  # system_prompt, json_schema, max_tokens from the model file, for the server
 
     def to_dict(self) -> dict:
         return asdict(self)
