@@ -36,6 +36,7 @@ class Machine:
     env: dict[str, str]
     workdir: Path
     price_per_hour: float
+    name: str = ""                    # the pod name / instance label / kernel slug the client chose
     created_at: float = field(default_factory=time.time)
     process: Optional[subprocess.Popen] = None
     status: str = "starting"          # provider-neutral: starting, running, exited, preempted, failed, terminated
@@ -50,6 +51,11 @@ class Machine:
         return None if self.process is None else self.process.poll()
 
 
+# A route returns this to drop the connection without an answer: the provider did the work (a machine was
+# created) but the client never hears of it, as when a load balancer times out a slow create.
+LOST = object()
+
+
 class Faults:
     """Faults the next calls meet; a test sets them before running a stage."""
 
@@ -58,6 +64,9 @@ class Faults:
         self.server_errors = 0                    # this many calls answer HTTP 500
         self.bootstrap_failure: Optional[str] = None  # provider-specific kind, consumed by the next create
         self.preempt_when: Optional[Callable[[Machine], bool]] = None  # polled; True reclaims the machine once
+        self.lose_create_response = 0             # this many creates make the machine, then drop the connection
+        self.terminate_failures = 0               # this many terminate calls answer HTTP 5xx, doing nothing
+        self.terminate_never_confirms = False     # terminate answers OK but the machine keeps running (billing)
 
     def take(self, name: str) -> bool:
         value = getattr(self, name)
@@ -79,6 +88,7 @@ class StandinCloud:
         self.machines: dict[str, Machine] = {}
         self.launches: list[dict] = []       # every machine started: id, command, env
         self.terminations: list[str] = []    # every machine the client terminated / destroyed / cancelled
+        self.terminate_requests: list[str] = []  # acknowledged but not carried out (terminate_never_confirms)
         self.requests: list[tuple[str, str]] = []  # (method, path) without the query: never the key
         self.faults = Faults()
         self._lock = threading.RLock()
@@ -105,6 +115,9 @@ class StandinCloud:
                         body = {"_raw": raw.decode(errors="replace")}
                     status, payload = cloud.route(method, parts.path, parse_qs(parts.query), body,
                                                   dict(self.headers))
+                if payload is LOST:  # the work is done, the answer never arrives
+                    self.close_connection = True
+                    return
                 raw_file = isinstance(payload, bytes)  # a file download, served as is
                 data = payload if raw_file else json.dumps(payload).encode()
                 self.send_response(status)
@@ -153,14 +166,15 @@ class StandinCloud:
         raise NotImplementedError
 
     # ---- machines --------------------------------------------------------------------------
-    def launch(self, machine_id: str, command: str, env: dict[str, str], *, bootstrap: str = "") -> Machine:
+    def launch(self, machine_id: str, command: str, env: dict[str, str], *, bootstrap: str = "",
+               name: str = "") -> Machine:
         """Start the machine's command as a local process with exactly the image env plus `env`.
 
         `bootstrap` is what the machine runs before the command (a failing one simulates a bad host).
         """
         workdir = self.workdir / self.provider / machine_id
         workdir.mkdir(parents=True, exist_ok=True)
-        machine = Machine(machine_id, command, dict(env), workdir, self.price_per_hour)
+        machine = Machine(machine_id, command, dict(env), workdir, self.price_per_hour, name=name)
         full_env = {**IMAGE_ENV, "HOME": str(workdir), **env}
         script = f"{bootstrap}\n{command}" if bootstrap else command
         with open(machine.log_path, "wb") as log:
@@ -173,10 +187,15 @@ class StandinCloud:
         return machine
 
     def terminate(self, machine_id: str) -> bool:
+        """False for a machine that does not exist (or no longer does): each provider answers that with an
+        error, never a quiet success. `terminate_never_confirms` acknowledges and leaves it running."""
         with self._lock:
             machine = self.machines.get(machine_id)
             if machine is None or machine.terminated:
                 return False
+            if self.faults.terminate_never_confirms:
+                self.terminate_requests.append(machine_id)
+                return True
             machine.terminated = True
             machine.status = "terminated"
             self.terminations.append(machine_id)
@@ -187,6 +206,15 @@ class StandinCloud:
         """Machines still billing: created and never terminated by the client."""
         with self._lock:
             return [m.id for m in self.machines.values() if not m.terminated]
+
+    def live_names(self) -> dict[str, list[str]]:
+        """name/label -> machines not terminated: more than one under a name is a duplicate."""
+        with self._lock:
+            names: dict[str, list[str]] = {}
+            for machine in self.machines.values():
+                if not machine.terminated:
+                    names.setdefault(machine.name, []).append(machine.id)
+            return names
 
     def running_processes(self) -> list[str]:
         return [m.id for m in self.machines.values() if m.exit_code() is None and m.process is not None]

@@ -6,7 +6,8 @@ The session runs the pushed script with Kaggle's batch environment: the working 
 output folder, and `kaggle_secrets.UserSecretsClient` serves the secrets the user attached to the
 notebook in Kaggle's UI (`user_secrets`). Faults: `no_capacity` answers Kaggle's GPU session limit
 error, `server_errors` answers HTTP 500, `bootstrap_failure` ends the session with a Kaggle-side
-error before the script runs, `preempt_when` kills the session ("kernel died").
+error before the script runs, `preempt_when` kills the session ("kernel died"), `lose_create_response` starts
+the session and drops the connection. Kaggle has no call that stops a session, so there is no terminate here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import shlex
 from pathlib import Path
 
-from standins.common import StandinCloud
+from standins.common import LOST, StandinCloud
 
 GPU_LIMIT = "Maximum batch GPU session count of 2 reached."
 _STATUS = {"starting": "QUEUED", "running": "RUNNING", "exited": "COMPLETE", "failed": "ERROR",
@@ -111,8 +112,10 @@ class KaggleStandin(StandinCloud):
         timeout = body.get("sessionTimeoutSeconds")
         if timeout:
             command = f"timeout {int(timeout)} bash -c {shlex.quote(command)}"
-        self.launch(session_id, command, env, bootstrap=bootstrap)
+        self.launch(session_id, command, env, bootstrap=bootstrap, name=ref)
         self._sessions[ref] = session_id
+        if self.faults.take("lose_create_response"):
+            return 200, LOST
         return 200, {"ref": f"/code/{ref}", "url": f"{self.url}/code/{ref}", "versionNumber": self._next,
                      "kernelId": 90000 + self._next}
 

@@ -2,8 +2,13 @@
 
 Point the SDK here with RUNPOD_API_BASE_URL=<stand-in url>. Understood: gpuTypes (price lookup and
 create_pod's GPU check), podFindAndDeployOnDemand (starts dockerArgs with the pod's env), pod,
-myself.pods, podStop and podTerminate. Faults: `faults.no_capacity` answers with RunPod's
-"no longer any instances available" error; `faults.preempt_when` exits the pod like a reclaimed host.
+myself.pods, podStop and podTerminate. As RunPod does, a terminated pod is forgotten (`pod` answers null,
+`myself.pods` leaves it out) and terminating a pod that does not exist is a GraphQL error (HTTP 200 with
+`errors`, which the SDK raises as QueryError), never a quiet success.
+Faults: `faults.no_capacity` answers with RunPod's "no longer any instances available" error;
+`faults.preempt_when` exits the pod like a reclaimed host; `lose_create_response` deploys the pod and drops
+the connection; `terminate_failures` answers podTerminate with a 502 gateway page (not JSON, as RunPod's edge
+does); `terminate_never_confirms` acknowledges podTerminate and leaves the pod running.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import shlex
 
 import sys
 
-from standins.common import IMAGE_ENV, StandinCloud
+from standins.common import IMAGE_ENV, LOST, StandinCloud
 
 NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
                "Please refresh and try again.")
@@ -99,7 +104,12 @@ class RunPodStandin(StandinCloud):
         if "podFindAndDeployOnDemand" in text:
             return self._deploy(_input_of(text, "podFindAndDeployOnDemand"))
         if "podTerminate" in text:
-            self.terminate(_input_of(text, "podTerminate")["podId"])
+            if self.faults.take("terminate_failures"):
+                return 502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            pod_id = _input_of(text, "podTerminate")["podId"]
+            if not self.terminate(pod_id):
+                return 200, {"errors": [{"message": f"Pod {pod_id} not found", "path": ["podTerminate"],
+                                         "extensions": {"code": "NOT_FOUND"}}], "data": {"podTerminate": None}}
             return 200, {"data": {"podTerminate": None}}
         if "podStop" in text:
             pod_id = _input_of(text, "podStop")["podId"]
@@ -112,7 +122,8 @@ class RunPodStandin(StandinCloud):
         if re.search(r"\bpod\s*\(", text):
             return 200, {"data": {"pod": self._pod(_input_of(text, "pod")["podId"])}}
         if "myself" in text and "pods" in text:
-            return 200, {"data": {"myself": {"pods": [self._pod(i) for i in self.machines]}}}
+            pods = [self._pod(i) for i in list(self.machines)]
+            return 200, {"data": {"myself": {"pods": [p for p in pods if p is not None]}}}
         return 400, {"errors": [{"message": "operation not supported by the stand-in"}]}
 
     def _shim_dir(self):
@@ -150,22 +161,24 @@ class RunPodStandin(StandinCloud):
         if self.faults.bootstrap_failure:  # e.g. "image pull": the container never starts
             self.faults.bootstrap_failure, reason = None, self.faults.bootstrap_failure
             bootstrap = f"echo {shlex.quote('bootstrap failed: ' + reason)} >&2; exit 125"
-        machine = self.launch(pod_id, command, {**env, **provided}, bootstrap=bootstrap)
+        machine = self.launch(pod_id, command, {**env, **provided}, bootstrap=bootstrap, name=spec.get("name") or "")
         machine.price_per_hour = self.price_per_hour * int(spec.get("gpuCount") or 1)
+        if self.faults.take("lose_create_response"):
+            return 200, LOST
         return 200, {"data": {"podFindAndDeployOnDemand": {
             "id": pod_id, "imageName": spec.get("imageName"), "env": [f"{k}={v}" for k, v in env.items()],
             "machineId": f"m-{pod_id}", "machine": {"podHostId": f"{pod_id}-host"}}}}
 
     def _pod(self, pod_id: str):
         machine = self.machines.get(pod_id)
-        if machine is None:
+        if machine is None or machine.terminated:  # RunPod forgets a terminated pod
             return None
         status = _STATUS[machine.status]
         change = {"preempted": "Exited by RunPod: machine interrupted (spot instance reclaimed)",
                   "failed": f"Exited: {machine.status_message}", "exited": "Exited by the container",
                   "terminated": "Terminated by user"}.get(machine.status, "Rented by User")
         return {"id": pod_id, "desiredStatus": status, "costPerHr": machine.price_per_hour,
-                "lastStatusChange": change, "gpuCount": 1, "imageName": "", "name": pod_id,
+                "lastStatusChange": change, "gpuCount": 1, "imageName": "", "name": machine.name,
                 "uptimeSeconds": 1 if status == "RUNNING" else 0,
                 "runtime": {"ports": []} if status == "RUNNING" else None,
                 "machine": {"gpuDisplayName": self.gpu_types[0]}}

@@ -1,10 +1,13 @@
 """Vast.ai's REST API (https://console.vast.ai/api/v0) as the vastai CLI/SDK and our client call it.
 
 Understood: POST /bundles/ (offer search: the query dict of `vastai search offers`), PUT /asks/{id}/
-(rent an offer: image, env, onstart), GET /instances/{id}/, DELETE /instances/{id}/. Faults:
-`no_capacity` makes the rent answer "no_such_ask" (the offer was taken), `bootstrap_failure`
-("image_pull") leaves the next instance failing to start with Docker's error in status_msg, and
-`preempt_when` takes the machine away (an outbid interruptible instance).
+(rent an offer: image, env, onstart), GET /instances/ (`show instances`: {"instances": [...]}),
+GET /instances/{id}/, DELETE /instances/{id}/. A destroyed instance is gone: it leaves the list, reads as
+null, and destroying it again (or any unknown id) answers 404 no_such_instance. Faults: `no_capacity` makes
+the rent answer "no_such_ask" (the offer was taken), `bootstrap_failure` ("image_pull") leaves the next
+instance's container never started (actual_status "exited", Docker's error in status_msg), `preempt_when` takes
+the machine away (an outbid interruptible instance), `lose_create_response` rents and drops the connection,
+`terminate_failures` answers DELETE with HTTP 500, `terminate_never_confirms` answers success and keeps it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 import shlex
 import time
 
-from standins.common import StandinCloud
+from standins.common import LOST, StandinCloud
 
 
 def _matches(value, condition: dict) -> bool:
@@ -70,12 +73,18 @@ class VastAIStandin(StandinCloud):
         rent = re.fullmatch(r"/api/v0/asks/(\d+)/", path)
         if method == "PUT" and rent:
             return self._rent(int(rent.group(1)), body)
+        if method == "GET" and path in ("/api/v0/instances/", "/api/v0/instances"):
+            rows = [self._instance(i) for i in list(self.machines)]
+            return 200, {"instances": [r for r in rows if r is not None]}
         inst = re.fullmatch(r"/api/v0/instances/(\d+)/", path)
         if inst and method == "GET":
             return 200, {"instances": self._instance(inst.group(1))}
         if inst and method == "DELETE":
-            if not self.terminate(inst.group(1)) and inst.group(1) not in self.machines:
-                return 404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"}
+            if self.faults.take("terminate_failures"):
+                return 500, {"success": False, "error": "server_error", "msg": "Internal error, please retry"}
+            if not self.terminate(inst.group(1)):
+                return 404, {"success": False, "error": "no_such_instance",
+                             "msg": f"Instance {inst.group(1)} not found."}
             return 200, {"success": True}
         return 404, {"success": False, "error": "not_found", "msg": f"no route {method} {path}"}
 
@@ -105,8 +114,11 @@ class VastAIStandin(StandinCloud):
             self.machines_placeholder(instance_id, body, f"Error response from daemon: {failure}: "
                                                      "pull access denied or manifest unknown")
         else:
-            machine = self.launch(instance_id, _container_command(body), dict(body.get("env") or {}))
+            machine = self.launch(instance_id, _container_command(body), dict(body.get("env") or {}),
+                                  name=body.get("label") or "")
             machine.price_per_hour = offer["dph_total"]
+        if self.faults.take("lose_create_response"):
+            return 200, LOST
         return 200, {"success": True, "new_contract": int(instance_id)}
 
     def machines_placeholder(self, instance_id: str, body: dict, message: str) -> None:
@@ -114,8 +126,10 @@ class VastAIStandin(StandinCloud):
 
         workdir = self.workdir / self.provider / instance_id
         workdir.mkdir(parents=True, exist_ok=True)
-        machine = Machine(instance_id, _container_command(body), dict(body.get("env") or {}), workdir, 0.0)
-        machine.status, machine.status_message = "failed", message
+        machine = Machine(instance_id, _container_command(body), dict(body.get("env") or {}), workdir,
+                          offer_price := self._info[instance_id]["dph_total"], name=body.get("label") or "")
+        machine.price_per_hour = offer_price
+        machine.status, machine.status_message = "never_started", message
         with self._lock:
             self.machines[instance_id] = machine
             self.launches.append({"id": instance_id, "command": machine.command, "env": machine.env})
@@ -125,7 +139,7 @@ class VastAIStandin(StandinCloud):
         if machine is None or machine.terminated:
             return None
         actual = {"running": "running", "starting": "loading", "exited": "exited", "failed": "exited",
-                  "preempted": "offline"}[machine.status]
+                  "preempted": "offline", "never_started": "exited"}[machine.status]
         return {"id": int(instance_id), **self._info[instance_id], "actual_status": actual,
                 "intended_status": "running", "cur_state": actual,
                 "status_msg": machine.status_message or "success, running",
