@@ -13,7 +13,8 @@ info keys (all optional but `name`):
     variants        export_gguf_variants' result: {variant: {"path", "sha256", "bytes", "quantization"}}
     lineage         {label: value} pairs shown as they are (run ids, URIs, data versions)
     chat_format     prompt frame for the usage snippets, e.g. "<|user|>\\n{prompt}\\n<|assistant|>\\n"
-    example_prompt  a prompt for the usage snippets
+    example_prompt  a prompt of the model's own task for the usage snippets (else a placeholder)
+    system_prompt   the model's system message, put first in the usage snippet's conversation
     license         license text or identifier
 """
 
@@ -23,7 +24,8 @@ import json
 from pathlib import Path
 
 DEFAULT_CHAT_FORMAT = "<|user|>\n{prompt}\n<|assistant|>\n"
-DEFAULT_PROMPT = "The bunny's hunger is 80, energy is 60, happiness is 40 and hygiene is 70. It is day."
+PLACEHOLDER_PROMPT = "Your question here."
+PET_EXAMPLE_PROMPT = "The bunny's hunger is 80, energy is 60, happiness is 40 and hygiene is 70. It is day."
 
 
 def render_model_card(info: dict) -> str:
@@ -109,7 +111,10 @@ def _usage(name: str, info: dict) -> str:
     # Recommend the smallest quantized file; the float file when that is all there is.
     chosen = min(variants.values(), key=lambda v: v.get("bytes") or 0) if variants else None
     file = Path(chosen["path"]).name if chosen else f"{name}.gguf"
-    prompt = info.get("example_prompt") or DEFAULT_PROMPT
+    prompt = info.get("example_prompt") or PLACEHOLDER_PROMPT
+    system = info.get("system_prompt")
+    messages = ([f'{{"role": "system", "content": {json.dumps(system)}}}, '] if system else []) + \
+        [f'{{"role": "user", "content": {json.dumps(prompt)}}}']
     frame = (info.get("chat_format") or DEFAULT_CHAT_FORMAT).format(prompt=prompt)
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())
     return f"""## Usage
@@ -123,7 +128,7 @@ from llm_assets.core.llama_runtime import load_llama
 
 llm, settings = load_llama("{file}", n_ctx=512)
 out = llm.create_chat_completion(
-    messages=[{{"role": "user", "content": {json.dumps(prompt)}}}],
+    messages=[{"".join(messages)}],
     temperature=0, max_tokens=128,
 )
 print(out["choices"][0]["message"]["content"])

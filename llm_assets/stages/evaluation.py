@@ -17,7 +17,7 @@ from llm_assets.core.evaluation import evaluate_variants
 from llm_assets.core.hyperparameters import EvalParams
 from llm_assets.core.llama_runtime import LlamaSettings
 from llm_assets.core.model_card import render_model_card
-from llm_assets.core.model_spec import tightened_gate
+from llm_assets.core.model_spec import ModelSpec, tightened_gate
 from llm_assets.stages.io import LogFn, StageContext, StageResult, describe, fetch, meta, publish
 
 PLOT_TITLES = {"loss_curve": "Loss curve", "per_field_accuracy": "Accuracy per field",
@@ -75,7 +75,8 @@ def run(inputs: dict, params: EvalParams, context: StageContext) -> StageResult:
         "gate_passed": meta(bool(gate["passed"]), "bool"),
         "metrics": meta(metrics_table(report), "md"),
         "plots": meta(plots_md, "md"),
-        "model_card": meta(model_card_markdown(report, gguf_model, base_model, lora_adapter, training_dataset), "md"),
+        "model_card": meta(model_card_markdown(report, gguf_model, base_model, lora_adapter, training_dataset,
+                                               context.model, bench[0]), "md"),
     })
 
 
@@ -140,8 +141,9 @@ def report_plots(report: dict, history: list, shown: str) -> dict[str, bytes]:
 
 
 def model_card_markdown(report: dict, gguf_model: dict, base_model: dict, lora_adapter: dict,
-                        training_dataset: dict) -> str:
-    """The deployable variant's model card, now with its benchmark scores (export wrote it before evaluation)."""
+                        training_dataset: dict, model: ModelSpec, example: dict) -> str:
+    """The deployable variant's model card, now with its benchmark scores (export wrote it before evaluation),
+    its usage shown with a question from the model's own benchmark."""
     gate = report["gate"]
     name = gate["variant"] or next(iter(report["variants"]))
     scores = report["variants"][name]["scores"]
@@ -158,6 +160,8 @@ def model_card_markdown(report: dict, gguf_model: dict, base_model: dict, lora_a
         "config": lora_adapter.get("config"),
         "variants": {name: {**variant, "path": variant["file"]}},
         "lineage": {"GGUF": f"{gguf_model['uri']}/{variant['file']}", "adapter": lora_adapter["uri"]},
+        "description": model.purpose, "example_prompt": example["prompt"],
+        "system_prompt": example.get("system") or model.serving.system_prompt,
     })
     # The YAML front matter is for the Hugging Face Hub; in the UI it would render as stray text.
     return card.split("---\n", 2)[2].lstrip() if card.startswith("---\n") else card

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llm_assets.core import gguf_export
 from llm_assets.core.hyperparameters import ExportParams
-from llm_assets.core.model_card import render_model_card
+from llm_assets.core.model_card import PET_EXAMPLE_PROMPT, render_model_card
 from llm_assets.stages.io import StageContext, StageResult, describe, fetch, meta, publish
 
 def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResult:
@@ -36,6 +36,8 @@ def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResul
                 "config": lora_adapter.get("config"),
                 "variants": {name: variant},
                 "lineage": {"dagster run": context.run_id, "adapter": lora_adapter["uri"]},
+                "system_prompt": context.model.serving.system_prompt,
+                "example_prompt": PET_EXAMPLE_PROMPT if context.model.scorer == "pet" else None,
             }), encoding="utf-8")
             variant["file"] = gguf.name
             del variant["path"]  # a scratch path; the file's place is the artifact uri + file

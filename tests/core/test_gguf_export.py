@@ -400,3 +400,7 @@ def test_model_card(variants):
     assert 'load_llama("pet-q4_k_m.gguf", n_ctx=512)' in card and "llama-completion -m pet-q4_k_m.gguf" in card
     assert "ollama create pet-bunny -f Modelfile" in card
     assert render_model_card({"name": "bare"}).count("unknown") == 3
+    router = render_model_card({"name": "router", "example_prompt": "my card was charged twice",
+                                "system_prompt": "Route the ticket."})
+    assert ('messages=[{"role": "system", "content": "Route the ticket."}, '
+            '{"role": "user", "content": "my card was charged twice"}]') in router and "bunny" not in router
