@@ -127,7 +127,7 @@ def get_json(url: str) -> dict:
 def wait_version(url: str, version: int, timeout_s: float = 120) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (get_json(url + "/health").get("serving") or {}).get("version") == version:
+        if ((get_json(url + "/health").get("models") or {}).get(MODEL, {}).get("serving") or {}).get("version") == version:
             return time.perf_counter()
         time.sleep(0.05)  # the probe itself is load on the server: keep it light
     raise RuntimeError(f"the server never served v{version}: {get_json(url + '/health')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -22,13 +22,16 @@ class ServeConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    model: str = Field(default="pet-brain", description="Registry model name; its `production` alias is served, "
-                       "and this is the name clients pass as `model`.")
+    models: list[str] = Field(default_factory=list, description="Registry model names to serve (comma-separated on "
+                              "the command line); a client names one as `model` (`<name>`, `<name>@<alias>`, "
+                              "`<name>@<version>`). Empty: every model that has the alias in the registry, found "
+                              "as they appear.")
     registry_url: Optional[str] = Field(
         default=None, description="Registry database URL (sqlite:///PATH or postgresql://...). Unset: "
         "$LLM_ASSETS_REGISTRY_URL, else $DAGSTER_HOME/registry.db.")
-    alias: str = Field(default="production", description="The registry alias the server follows.")
-    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    alias: str = Field(default="production", description="The registry alias a bare model name means.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for every interface: then an "
+                      "API key is required, or --insecure-no-auth).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on (0: any free port).")
     poll_interval_s: float = Field(default=5.0, gt=0, description="How often the registry's alias is read; a "
                                    "POST /v1/admin/refresh checks at once.")
@@ -50,14 +53,21 @@ class ServeConfig(BaseModel):
     llama_repack: str = Field(default="auto", description=REPACK_HELP)
     max_tokens_limit: int = Field(default=512, ge=1, description="Largest max_tokens a request may ask for.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body; larger is 413.")
-    memory_limit_bytes: Optional[int] = Field(
-        default=None, ge=1, description="Bytes of GGUF that may be loaded at once. When the served and the new "
-        "file together exceed it, the swap unloads the old model first and holds new requests in a short "
-        "queue meanwhile. Unset: no limit, the new model always loads beside the old.")
-    max_waiting: int = Field(default=64, ge=1, description="Requests that may wait in the queue during such a "
-                             "swap; more get 503 with Retry-After.")
-    wait_timeout_s: float = Field(default=120.0, gt=0, description="Longest a request waits for a model before it "
-                                  "gets 503.")
+    memory_budget_bytes: Optional[int] = Field(
+        default=None, ge=1, description="Bytes of GGUF that may be loaded at once, every model together. A model "
+        "that does not fit evicts the least recently used idle model (never one serving or with requests queued); "
+        "a new version that does not fit beside its old one swaps with a short queue instead. Unset: no limit.")
+    load: Literal["start", "first_use"] = Field(
+        default="start", description="When a model is loaded: at start (and on every promotion), or on the first "
+        "request for it (a request that finds it unloaded waits for the load).")
+    max_queue_per_model: int = Field(default=32, ge=1, description="Requests running or queued on one model; more "
+                                     "get 429 with Retry-After.")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Longest a request may take, queue and "
+                                     "generation included; then it is cancelled and gets a 504 timeout error.")
+    max_waiting: int = Field(default=64, ge=1, description="Requests that may wait for a model being loaded or "
+                             "swapped with a queue; more get 503 with Retry-After.")
+    wait_timeout_s: float = Field(default=120.0, gt=0, description="Longest a request waits for a model to be "
+                                  "loaded before it gets 503 with Retry-After.")
     smoke_items: int = Field(default=8, ge=0, description="Benchmark items the new model must answer before it is "
                              "swapped in (0: only check that it generates).")
     smoke_min_accuracy: float = Field(default=0.0, ge=0, le=1, description="Strict accuracy the smoke items must "
@@ -67,14 +77,29 @@ class ServeConfig(BaseModel):
         "registry recorded for the version (a handful of items is a noisy estimate); any further is a failure.")
     pet_max_tokens: int = Field(default=128, ge=16, description="Token budget of one /v1/pet/decide answer; the "
                                 "grammar bounds the JSON, so this is never reached by a well-formed decision.")
-    api_key_env: str = Field(default="LLM_ASSETS_SERVE_API_KEY", description="Environment variable holding the API "
-                             "key; when it is set and not empty, /v1/* requires `Authorization: Bearer <key>`.")
+    api_key_env: str = Field(default="LLM_ASSETS_SERVE_API_KEY", description="Environment variable holding the "
+                             "clients' API key; when it is set, /v1/* requires `Authorization: Bearer <key>`.")
+    admin_api_key_env: str = Field(default="LLM_ASSETS_SERVE_ADMIN_KEY", description="Environment variable holding "
+                                   "the admin key that /v1/admin/* requires (the clients' key gets 403). Unset: "
+                                   "admin endpoints are open only when no client key is set either, on loopback.")
+    insecure_no_auth: bool = Field(default=False, description="Serve on a non-loopback address without an API key "
+                                   "(refused otherwise); logged as a warning at start.")
     actor: str = Field(default="serve", description="Actor name on the notes the server adds to the registry.")
 
     @field_validator("llama_repack")
     @classmethod
     def _known_repack(cls, value: str) -> str:
         return validate_repack(value)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value):
+        if isinstance(value, str):  # the command line's comma-separated list
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for name in value or []:
+            if "@" in name:
+                raise ValueError(f"{name!r}: name a model; a client picks an alias or version as <name>@<ref>")
+        return value
 
     @model_validator(mode="after")
     def _limits_fit(self) -> "ServeConfig":
@@ -91,3 +116,25 @@ class ServeConfig(BaseModel):
     def api_key(self) -> str | None:
         """Read at use time, never stored on the config (so it cannot end up in a repr or a log)."""
         return os.environ.get(self.api_key_env) or None
+
+    def admin_key(self) -> str | None:
+        return os.environ.get(self.admin_api_key_env) or None
+
+    def exposure_problem(self) -> str | None:
+        """Why this config must not start: an address other machines reach, and no key (fail closed)."""
+        if is_loopback(self.host) or self.api_key() or self.insecure_no_auth:
+            return None
+        return (f"refusing to serve on {self.host} without an API key: set ${self.api_key_env} (or choose another "
+                f"variable with --api-key-env), listen on 127.0.0.1, or pass --insecure-no-auth to serve every "
+                f"client unauthenticated")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -36,8 +36,16 @@ class SwapFailed(Exception):
 
 
 class RegistryFollower:
-    def __init__(self, config: ServeConfig, holder: ModelHolder, metrics: Metrics):
+    """Keeps one holder equal to `model@ref` in the registry (ref: an alias, or a version number for a pin)."""
+
+    def __init__(self, config: ServeConfig, holder: ModelHolder, metrics: Metrics, *, model: str, ref: str,
+                 budget, wanted: bool = True):
         self.config, self.holder, self.metrics = config, holder, metrics
+        self.model, self.ref, self.budget = model, ref, budget
+        # False: do not load until a request asks (load=first_use, or evicted to make room for another model).
+        self.wanted = wanted
+        self.record: VersionRecord | None = None
+        self.owner = None  # the ServedModel this follows for, never evicted to make room for itself
         self.cache_dir = Path(config.cache_dir).expanduser()
         self._smoke_rows = smoke_rows(config.smoke_items)
         self._registry: ModelRegistry | None = None
@@ -57,7 +65,7 @@ class RegistryFollower:
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="registry-follower", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"follow-{self.model}@{self.ref}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -97,7 +105,7 @@ class RegistryFollower:
         try:
             if self._registry is None:
                 self._registry = ModelRegistry(cfg.registry_url)
-            record = self._registry.resolve(cfg.model, cfg.alias)
+            record = self._registry.resolve(self.model, self.ref)
         except RegistryNotFoundError as exc:
             self.alias_version, self.checked_at, self.registry_error = None, time.time(), None
             return f"nothing to serve: {exc}"
@@ -106,6 +114,7 @@ class RegistryFollower:
             log.error("cannot read the registry (still serving what is loaded): %s", exc)
             return f"registry error: {exc}"
         self.alias_version, self.checked_at, self.registry_error = record.version, time.time(), None
+        self.record = record
         current = self.holder.current
         if current is not None and not current.alive:  # its model process died: load the version again
             log.error("the model process of v%s is gone; loading v%s", current.info.version, record.version)
@@ -114,6 +123,8 @@ class RegistryFollower:
         target = (record.version, record.gguf_sha256)
         if current is not None and (current.info.version, current.info.sha256) == target:
             return f"serving v{record.version}"
+        if current is None and not self.wanted:
+            return f"v{record.version} not loaded (it loads on the first request for it)"
         failed_at = self._failed.get(target)
         if failed_at is not None and time.time() - failed_at < cfg.retry_failed_after_s:
             return f"v{record.version} failed recently; still serving " + (
@@ -125,7 +136,7 @@ class RegistryFollower:
         before, before_sha = (current.info.version, current.info.sha256) if current else (None, None)
         started = time.perf_counter()
         self.swapping = record.version
-        log.info("following %s@%s: v%s -> v%s", record.model, self.config.alias, before, record.version)
+        log.info("following %s@%s: v%s -> v%s", record.model, self.ref, before, record.version)
         try:
             path = self._fetch(record)
             metrics = record.metrics or {}
@@ -199,30 +210,38 @@ class RegistryFollower:
         raise SwapFailed("fetch", f"{uri}: unsupported URI scheme (want file:// or s3://)")
 
     def _install(self, info: ModelInfo) -> SmokeResult:
-        limit = self.config.memory_limit_bytes
-        if limit is not None and info.bytes > limit:
-            raise SwapFailed("load", f"the GGUF is {info.bytes} bytes, more than memory_limit_bytes={limit}")
-        if limit is not None and self.holder.loaded_bytes() + info.bytes > limit:
-            self.holder.wait_retired(self.config.wait_timeout_s)  # a draining old model may free enough
-        if limit is None or self.holder.loaded_bytes() + info.bytes <= limit:
-            slot, smoke = self._load_and_smoke(info)
-            old = self.holder.install(slot)
-            if old is not None:
-                threading.Thread(target=self.holder.retire, args=(old,), name=f"retire-v{old.info.version}",
-                                 daemon=True).start()
-            return smoke
-        return self._paused_install(info)
+        budget = self.budget
+        if not budget.fits_alone(info.bytes):
+            raise SwapFailed("load", f"the GGUF is {info.bytes} bytes, more than memory_budget_bytes={budget.limit}")
+        with budget.lock:  # room is made and used by one load at a time
+            if self.holder.current is not None and budget.limit is not None:
+                self.holder.wait_retired(self.config.wait_timeout_s)  # a draining old version may free enough
+            if budget.make_room(info.bytes, owner=self.owner):
+                slot, smoke = self._load_and_smoke(info)
+                old = self.holder.install(slot)
+                if old is not None:
+                    threading.Thread(target=self.holder.retire, args=(old, self.config.wait_timeout_s),
+                                     name=f"retire-v{old.info.version}", daemon=True).start()
+                return smoke
+            if self.holder.current is None:
+                raise SwapFailed("load", f"no room: {info.bytes} bytes do not fit memory_budget_bytes="
+                                 f"{budget.limit} while the other models are busy; retried on the next request")
+            return self._paused_install(info)
 
     def _paused_install(self, info: ModelInfo) -> SmokeResult:
-        """Two models do not fit: hold new requests, drain and unload the old, load the new; on failure
-        reload the old one before releasing the queue."""
-        log.info("v%s does not fit beside the served model (memory_limit_bytes=%s): swapping with a queue",
-                 info.version, self.config.memory_limit_bytes)
+        """The new version does not fit beside the old one: hold new requests, drain and unload the old, load the
+        new; on failure reload the old one before releasing the queue."""
+        log.info("v%s does not fit beside the served model (memory_budget_bytes=%s): swapping with a queue",
+                 info.version, self.budget.limit)
         with self.holder.paused_swap():
             old = self.holder.take_current()
-            if old is not None:
-                old.close_when_idle()
+            if old is not None and not old.close_when_idle(self.config.wait_timeout_s):
+                log.warning("v%s still had requests after %ss; unloaded anyway", old.info.version,
+                            self.config.wait_timeout_s)
             try:
+                if not self.budget.make_room(info.bytes, owner=self.owner):
+                    raise SwapFailed("load", f"no room for {info.bytes} bytes within memory_budget_bytes="
+                                     f"{self.budget.limit} while the other models are busy")
                 slot, smoke = self._load_and_smoke(info)
             except SwapFailed:
                 if old is not None:
@@ -239,7 +258,7 @@ class RegistryFollower:
     def _load_and_smoke(self, info: ModelInfo, smoke: bool = True) -> tuple[ModelSlot, SmokeResult]:
         try:
             slot = ModelSlot(info, self.config.n_ctx, self.config.n_threads,
-                             llama_repack=self.config.llama_repack)
+                             llama_repack=self.config.llama_repack, on_death=self._wake.set)
         except SlotError as exc:  # a bad file: llama.cpp refused it, or crashed its process, never this one
             raise SwapFailed("load", f"llama.cpp could not load {info.uri or info.path}: {exc}") from exc
         if not smoke:
@@ -270,7 +289,8 @@ class RegistryFollower:
     # ---- report ------------------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        return {"alias": self.config.alias, "alias_version": self.alias_version, "checked_at": self.checked_at,
+        return {"alias": self.ref, "alias_version": self.alias_version, "checked_at": self.checked_at,
+                "loaded": self.holder.current is not None, "wanted": self.wanted,
                 "registry_error": self.registry_error, "swapping_to": self.swapping,
                 "last_swap": self.last_swap, "last_failure": self.last_failure}
 

@@ -78,6 +78,16 @@ class ModelHolder:
             self._current.enter()
             return self._current
 
+    def evict_if_idle(self) -> ModelSlot | None:
+        """Forget the current slot if nothing runs on it, nothing waits for it and no swap holds it; the caller
+        closes it. Checked and done under the lock requests enter by, so no request can slip onto it."""
+        with self._lock:
+            slot = self._current
+            if slot is None or slot.in_flight or self._waiting or self._paused:
+                return None
+            self._current = None
+            return slot
+
     def install(self, slot: ModelSlot) -> ModelSlot | None:
         """Make `slot` current; returns the old one, now retiring (the caller closes it when idle)."""
         with self._lock:

@@ -27,10 +27,13 @@ class Metrics:
         self._gauges: dict[str, callable] = {}
         self._help = {
             "requests_total": "Requests answered, by endpoint and HTTP status.",
-            "completion_tokens_total": "Tokens generated, by model version.",
-            "prompt_tokens_total": "Prompt tokens evaluated, by model version.",
+            "completion_tokens_total": "Tokens generated, by model and version.",
+            "prompt_tokens_total": "Prompt tokens evaluated, by model and version.",
             "swaps_total": "Attempts to follow the registry alias, by result and failed stage.",
-            "queued_requests_total": "Requests that waited for a memory-limited swap to finish.",
+            "queued_requests_total": "Requests that waited for a model to load or to finish a swap with a queue.",
+            "rejected_requests_total": "Requests refused with 429: their model's queue was full.",
+            "timed_out_requests_total": "Requests cancelled at request_timeout_s.",
+            "cancelled_requests_total": "Requests whose client went away before the answer; their work was stopped.",
             "request_seconds": "Time from a request's arrival to its last byte, by endpoint.",
         }
 
@@ -44,10 +47,11 @@ class Metrics:
             h[-2] += seconds
             h[-1] += 1
 
-    def tokens(self, version: int, prompt: int, completion: int) -> None:
+    def tokens(self, model: str, version: int, prompt: int, completion: int) -> None:
+        key = (("model", model), ("version", str(version)))
         with self._lock:
-            self._counters["prompt_tokens_total"][(("version", str(version)),)] += prompt
-            self._counters["completion_tokens_total"][(("version", str(version)),)] += completion
+            self._counters["prompt_tokens_total"][key] += prompt
+            self._counters["completion_tokens_total"][key] += completion
 
     def count(self, name: str, value: float = 1) -> None:
         with self._lock:

@@ -51,6 +51,27 @@ def error_payload(exc: BaseException) -> dict:
             "detail": traceback.format_exc(limit=5)}
 
 
+CANCELLED = {"status": 499, "message": "cancelled: the client went away or its deadline passed",
+             "type": "cancelled"}
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _cancel_check(request_id: int, cancelled: set, drain_pipe):
+    """A llama.cpp logits processor that stops a non-streamed answer between two tokens once its request is
+    cancelled: the client's deadline passed or it went away, so nobody will read the rest."""
+    from llama_cpp import LogitsProcessorList
+
+    def check(input_ids, scores):
+        drain_pipe()
+        if request_id in cancelled:
+            raise Cancelled()
+        return scores
+    return LogitsProcessorList([check])
+
+
 def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str = "auto") -> None:
     """The process's main loop (the target of ModelSlot's process)."""
     logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
@@ -83,8 +104,12 @@ def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str 
                 break
             if kind == "close":
                 break
-            if kind == "cancel" or request_id in cancelled:
+            if kind == "cancel":
+                continue  # for a request already answered
+            drain_pipe()  # a cancel sent while this request queued is in the pipe behind it
+            if request_id in cancelled:
                 cancelled.discard(request_id)
+                conn.send((request_id, "error", CANCELLED))  # answered, so its slot counts it out
                 continue
             try:
                 if kind == "smoke":
@@ -92,6 +117,8 @@ def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str 
 
                     conn.send((request_id, "done", run_smoke(llm, **params).to_dict()))
                     continue
+                if kind in ("chat", "completion") and not params.get("stream"):
+                    params = {**params, "logits_processor": _cancel_check(request_id, cancelled, drain_pipe)}
                 result = JOBS[kind](**params)(llm)
                 if params.get("stream"):
                     for chunk in result:
@@ -103,6 +130,9 @@ def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str 
                     conn.send((request_id, "done", None))
                 else:
                     conn.send((request_id, "done", result))
+            except Cancelled:
+                cancelled.discard(request_id)
+                conn.send((request_id, "error", CANCELLED))
             except Exception as exc:  # the request's error goes to its client; the model keeps serving
                 conn.send((request_id, "error", error_payload(exc)))
     finally:

@@ -50,8 +50,9 @@ class SlotError(RuntimeError):
 
 class ModelSlot:
     def __init__(self, info: ModelInfo, n_ctx: int, n_threads: int | None, load_timeout_s: float = 600,
-                 llama_repack: str = "auto"):
+                 llama_repack: str = "auto", on_death: Callable[[], None] | None = None):
         self.info = info
+        self._on_death = on_death  # told at once when the model process dies, so it is restarted without a poll
         self._conn, child = _MP.Pipe()
         self._process = _MP.Process(target=serve_model, args=(child, info.path, n_ctx, n_threads, llama_repack),
                                     daemon=True,
@@ -137,15 +138,45 @@ class ModelSlot:
         while (message := self._outbox.get()) is not None:
             try:
                 self._conn.send(message)
-            except OSError:  # the process is gone; the reader fails what it owed
+            except Exception as exc:  # the process is gone (OSError), or a message cannot be pickled
+                if not isinstance(exc, OSError) and message[0] is not None:
+                    self._fail(message[0], SlotError(f"could not send the request: {type(exc).__name__}: {exc}"))
+                    continue
                 break
 
+    def _fail(self, request_id: int, exc: Exception) -> None:
+        with self._lock:
+            future, _ = self._pending.pop(request_id, (None, None))
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
     def _read(self) -> None:
+        # Guarded: whatever goes wrong here, every pending request is failed below, never left hanging.
+        try:
+            self._read_messages()
+        except Exception:
+            log.exception("the reader of %s v%s failed", self.info.model, self.info.version)
+            if self._process.is_alive():
+                self._process.kill()
+        with self._lock:  # the process ended: fail whatever it still owed
+            self._alive = False
+            pending, self._pending = self._pending, {}
+        if not self._closed:
+            log.error("the model process of %s v%s died (exit code %s)", self.info.model, self.info.version,
+                      self._process.exitcode)
+            if self._on_death is not None:
+                self._on_death()
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(SlotError(f"the model process of {self.info.model} v{self.info.version} "
+                                               "died"))
+
+    def _read_messages(self) -> None:
         while True:
             try:
                 request_id, kind, payload = self._conn.recv()
             except (EOFError, OSError):
-                break
+                return
             with self._lock:
                 future, on_chunk = self._pending.get(request_id, (None, None))
                 if kind != "chunk":
@@ -153,19 +184,17 @@ class ModelSlot:
             if future is None:
                 continue
             if kind == "chunk":
-                on_chunk(payload)
+                try:
+                    on_chunk(payload)
+                except Exception:  # a consumer's error must not stop the reader: the request fails alone
+                    log.exception("stream consumer failed")
+                    self._fail(request_id, SlotError("the stream could not be delivered"))
+            elif future.done():
+                continue
             elif kind == "done":
                 future.set_result(payload)
             else:
                 future.set_exception(_error(payload))
-        with self._lock:  # the process ended: fail whatever it still owed
-            self._alive = False
-            pending, self._pending = self._pending, {}
-        if not self._closed:
-            log.error("the model process of %s v%s died (exit code %s)", self.info.model, self.info.version,
-                      self._process.exitcode)
-        for future, _ in pending.values():
-            future.set_exception(SlotError(f"the model process of v{self.info.version} died"))
 
     def close_when_idle(self, timeout_s: float | None = None) -> bool:
         """Wait until no request is in flight, then end the model process. False on timeout (closed anyway:

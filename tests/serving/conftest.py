@@ -78,6 +78,7 @@ class RunningServer:
 
         from llm_assets.serving.app import create_app
 
+        self.config = config
         self.app = create_app(config)
         self.state = self.app.state.serve
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=config.port,
@@ -97,8 +98,15 @@ class RunningServer:
         self.server.should_exit = True
         self.thread.join(timeout=60)
 
-    def health(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=30).json()
+    def health(self, model: str = MODEL, **headers) -> dict:
+        """One model's part of /health, with the server's overall status (`whole`: the body as sent)."""
+        key = self.config.api_key()  # the details are for authenticated callers when the server has a key
+        headers = headers or ({"Authorization": f"Bearer {key}"} if key else {})
+        body = httpx.get(self.url + "/health", timeout=30, headers=headers).json()
+        return {**(body.get("models") or {}).get(model, {}), "status": body["status"], "whole": body}
+
+    def served(self, model: str = MODEL):
+        return self.state.fleet.get(model)
 
     def wait_serving(self, version: int, timeout_s: float = 60) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -109,10 +117,11 @@ class RunningServer:
             assert time.monotonic() < deadline, f"never served v{version}: {body}"
             time.sleep(0.05)
 
-    def refresh(self, **headers) -> dict:
+    def refresh(self, model: str = MODEL, **headers) -> dict:
+        """Check the registry now; this model's outcome and the version it serves after the check."""
         response = httpx.post(self.url + "/v1/admin/refresh", timeout=120, headers=headers)
         assert response.status_code == 200, response.text
-        return response.json()
+        return response.json()["models"][model]
 
     def openai(self, **kwargs):
         from openai import OpenAI
@@ -126,7 +135,7 @@ def serve_config(tmp_path, versions):
     from llm_assets.serving.config import ServeConfig
 
     def make(**overrides):
-        values = dict(model=MODEL, registry_url=versions.url, port=free_port(), cache_dir=str(tmp_path / "cache"),
+        values = dict(models=[MODEL], registry_url=versions.url, port=free_port(), cache_dir=str(tmp_path / "cache"),
                       poll_interval_s=0.2, smoke_items=3, n_ctx=256, max_tokens_limit=64, n_threads=1)
         return ServeConfig(**(values | overrides))
     return make

@@ -90,7 +90,9 @@ def test_api_key_is_required_and_never_echoed(server):
     assert server.openai(api_key="s3cret-key").models.list().data[0].id == MODEL
     # Health and metrics stay open for probes, and show no secret.
     assert httpx.get(server.url + "/health").status_code == 200
-    assert "s3cret" not in httpx.get(server.url + "/metrics").text + str(server.health())
+    metrics = httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer s3cret-key"})
+    assert metrics.status_code == 200 and "s3cret" not in metrics.text
+    assert "s3cret" not in str(server.health(Authorization="Bearer s3cret-key"))
 
 
 def test_openai_client_sees_the_errors(server):

@@ -89,8 +89,8 @@ def test_promotions_and_rollbacks_under_load_fail_no_request(ggufs, versions, se
         load.wait_requests(10)
         health = server.health()
         deadline = time.monotonic() + 30
-        while server.state.holder.loaded_bytes() != ggufs["b"].stat().st_size:  # v1 unloads once drained
-            assert time.monotonic() < deadline, server.state.holder.loaded_bytes()
+        while server.served().holder.loaded_bytes() != ggufs["b"].stat().st_size:  # v1 unloads once drained
+            assert time.monotonic() < deadline, server.served().holder.loaded_bytes()
             time.sleep(0.02)
     assert load.failures == [] and load.ok >= 40
     assert load.versions == {v1, v2}
@@ -103,7 +103,7 @@ def test_in_flight_request_finishes_on_the_model_it_started_on(ggufs, versions, 
     versions.promote(v1)
     with RunningServer(serve_config()) as server:
         server.wait_serving(v1)
-        old = server.state.holder.try_acquire()  # a request has taken v1, as every request does first
+        old = server.served().holder.try_acquire()  # a request has taken v1, as every request does first
         versions.promote(v2)
         assert server.refresh()["serving"] == v2
         new = server.openai().completions.create(model=MODEL, prompt="hi", max_tokens=2)
@@ -114,7 +114,7 @@ def test_in_flight_request_finishes_on_the_model_it_started_on(ggufs, versions, 
         assert answer["usage"]["completion_tokens"] >= 1  # answered by v1 after v2 took over
         old.leave()
         deadline = time.monotonic() + 30
-        while not old.closed or server.state.holder.loaded_bytes() != ggufs["b"].stat().st_size:
+        while not old.closed or server.served().holder.loaded_bytes() != ggufs["b"].stat().st_size:
             assert time.monotonic() < deadline, "the drained model was never unloaded"
             time.sleep(0.02)
 
@@ -160,7 +160,7 @@ def test_a_bad_version_never_replaces_the_served_one(ggufs, versions, serve_conf
         versions.registry.rollback(MODEL, actor="test")
         assert server.refresh()["serving"] == v1 and server.health()["status"] == "ok"
     assert load.failures == []
-    assert list((server.state.follower.cache_dir).glob(".*")) == []  # no half-fetched file left behind
+    assert list((server.served().follower.cache_dir).glob(".*")) == []  # no half-fetched file left behind
 
 
 def test_memory_limited_swap_queues_requests_instead_of_failing(ggufs, versions, serve_config):
@@ -168,13 +168,13 @@ def test_memory_limited_swap_queues_requests_instead_of_failing(ggufs, versions,
     v1, v2, bad = versions.add(big), versions.add(small), versions.add(ggufs["truncated"])
     versions.promote(v2)
     limit = big.stat().st_size + 1000  # the big one fits alone, never beside another
-    with RunningServer(serve_config(memory_limit_bytes=limit)) as server, Load(server) as load:
+    with RunningServer(serve_config(memory_budget_bytes=limit)) as server, Load(server) as load:
         server.wait_serving(v2)
         load.wait_requests(10)
         for version in (v1, v2, v1):
             versions.promote(version)
             assert server.refresh()["serving"] == version
-            assert server.state.holder.loaded_bytes() <= limit
+            assert server.served().holder.loaded_bytes() <= limit
             load.wait_requests(10)
         versions.promote(bad)  # fails to load: the old model is loaded again before the queue is released
         server.refresh()
@@ -240,7 +240,7 @@ def test_llm_assets_serve_command(ggufs, versions, serve_config, tmp_path):
         url, deadline = f"http://127.0.0.1:{config.port}", time.monotonic() + 120
         while True:
             try:
-                if httpx.get(url + "/health", timeout=5).json().get("serving"):
+                if httpx.get(url + "/health", timeout=5).json().get("models", {}).get(MODEL, {}).get("serving"):
                     break
             except httpx.HTTPError:
                 pass
