@@ -4,8 +4,12 @@
   --standalone --nproc_per_node=N` when the machine has N > 1 GPUs (DDP; rank 0 alone talks to Dagster).
 - `job_key(stage, inputs, config)`: the identity of a piece of work (same stage, same upstream
   artifacts, same config => same key). A `JobRecord` stored at `compute/jobs/<key>.json` in the
-  artifact store names the provider's job id while it runs, so after an orchestrator restart the
-  backend re-attaches to a job that is still running instead of paying for a second one.
+  artifact store is written *before* the provider is asked for a machine (state `launching`, with the
+  machine's deterministic name), then names the provider's job id while it runs (`running`), so after a
+  lost create response or an orchestrator crash the backend finds the machine by name and adopts it
+  instead of paying for a second one (llm_assets.compute.lifecycle).
+- `machine_name(stage, key)`: that deterministic name (pod name, instance label), which the orphan
+  sweeper also lists machines by.
 - `worker_environment(...)`: every variable the worker needs besides Dagster Pipes' two.
 """
 
@@ -27,7 +31,19 @@ from llm_assets.stages import get_stage
 # Variables the worker reads (besides DAGSTER_PIPES_CONTEXT / DAGSTER_PIPES_MESSAGES).
 ENV_FLUSH_SECONDS = "LLM_ASSETS_PIPES_FLUSH_SECONDS"  # how often the worker uploads message chunks
 ENV_CHECKPOINT_DIR = "LLM_ASSETS_CHECKPOINT_DIR"  # local scratch for checkpoints on the machine
-JOB_STATES = ("running", "finished")
+ENV_HEARTBEAT_SECONDS = "LLM_ASSETS_HEARTBEAT_SECONDS"  # how often the worker sends a Pipes heartbeat
+# launching: intent written, the machine may or may not exist (look it up by name); running: job_id names it;
+# finished: confirmed terminated (or never made).
+JOB_STATES = ("launching", "running", "finished")
+LIVE_STATES = ("launching", "running")
+# Every machine this project makes is named with this prefix: what the orphan sweeper lists.
+MACHINE_NAME_PREFIX = "llm-assets"
+
+
+def machine_name(stage: str, key: str) -> str:
+    """The deterministic name of the machine for one piece of work: lowercase letters, digits and hyphens,
+    which every provider accepts as a pod name, instance label or kernel slug."""
+    return f"{MACHINE_NAME_PREFIX}-{stage.replace('_', '-')}-{key[:12]}".lower()
 
 
 def worker_command(stage: str, gpus: int = 0, python: str = "python") -> list[str]:
@@ -67,7 +83,10 @@ class JobRecord:
     hourly_price_usd: float = 0.0
     state: str = "running"
     details: dict = field(default_factory=dict)
-
+    machine_name: str = ""        # the deterministic name/label the machine is created with
+    heartbeat_at: float = field(default_factory=time.time)  # refreshed by the orchestrator that drives it
+    ended_at: Optional[float] = None
+    note: str = ""                # why it ended, or why termination is unconfirmed
     @staticmethod
     def store_key(key: str) -> str:
         return f"compute/jobs/{key}.json"
@@ -90,11 +109,14 @@ class JobRecord:
                 data = json.loads(store.get_file(uri, Path(tmp) / "job.json").read_text(encoding="utf-8"))
             except ArtifactNotFoundError:
                 return None
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
-    def finished(self, store: ArtifactStore) -> None:
-        """Mark the job over (success, failure or cancellation): nothing to re-attach to."""
+    def finished(self, store: ArtifactStore, note: str = "") -> None:
+        """Mark the job over (its machine confirmed terminated, or never made): nothing to re-attach to."""
         self.state = "finished"
+        self.ended_at = time.time()
+        self.note = note or self.note
         self.save(store)
 
 

@@ -12,26 +12,53 @@ Under torchrun only rank 0 talks to Dagster and publishes; the other ranks train
 
 Environment: DAGSTER_PIPES_CONTEXT, DAGSTER_PIPES_MESSAGES (from Dagster), LLM_ASSETS_S3_ENDPOINT_URL,
 AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (remote store), LLM_ASSETS_PIPES_FLUSH_SECONDS
-(upload interval of message chunks, default 5), LLM_ASSETS_CHECKPOINT_DIR (local checkpoint scratch),
-RANK (torchrun).
+(upload interval of message chunks, default 5), LLM_ASSETS_HEARTBEAT_SECONDS (a remote backend sets it: a
+Pipes heartbeat that often, so the orchestrator can tell a hung machine from a slow step),
+LLM_ASSETS_CHECKPOINT_DIR (local checkpoint scratch), RANK (torchrun).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from llm_assets.compute import checkpoint_sync
-from llm_assets.compute.launch import ENV_FLUSH_SECONDS, checkpoint_prefix, job_key
+from llm_assets.compute.launch import ENV_FLUSH_SECONDS, ENV_HEARTBEAT_SECONDS, checkpoint_prefix, job_key
 from llm_assets.core.artifacts import LocalArtifactStore, store_from_uri
 from llm_assets.core.failures import classify, exit_status
 from llm_assets.core.model_spec import ModelSpec
 from llm_assets.core.s3_settings import S3Settings
 from llm_assets.stages import STAGES, StageContext, StageResult, get_stage
 from llm_assets.stages.io import meta
+
+
+@contextlib.contextmanager
+def heartbeat(pipes):
+    """A custom Pipes message every LLM_ASSETS_HEARTBEAT_SECONDS while the stage runs (unset: none)."""
+    interval = float(os.environ.get(ENV_HEARTBEAT_SECONDS) or 0)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(interval):
+            try:
+                pipes.report_custom_message({"kind": "heartbeat"})
+            except Exception:  # noqa: BLE001 - a missed beat is what the orchestrator's deadline is for
+                pass
+
+    thread = threading.Thread(target=beat, name="pipes-heartbeat", daemon=True) if interval > 0 else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
 
 
 def _s3_client():
@@ -119,7 +146,8 @@ def main(argv: list[str]) -> int:
     verdict = None
     with open_dagster_pipes(context_loader=loader, message_writer=writer) as pipes:
         try:
-            output = run_stage(stage, dict(pipes.extras), pipes.log.info)
+            with heartbeat(pipes):
+                output = run_stage(stage, dict(pipes.extras), pipes.log.info)
         except Exception as exc:
             verdict = classify(exc)
             pipes.log.error(verdict.headline)

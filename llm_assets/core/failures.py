@@ -16,7 +16,8 @@ Public API (stable; compute backends map provider errors onto it):
   ``PreemptedError`` (spot instance reclaimed), ``BootstrapError`` (the worker
   never came up), ``ComputeTimeoutError``. All derive from ``RetryableError``.
   Fatal: ``OutOfMemoryError`` (fatal unless the config changed since it
-  happened), plus the pipeline's own ``ConfigError``, ``DataFormatError``,
+  happened), ``MaxRuntimeExceededError``, ``TerminationUnconfirmedError`` (a machine that may still be
+  billing), ``DuplicateJobError``, plus the pipeline's own ``ConfigError``, ``DataFormatError``,
   ``TrainingHealthError`` ... in ``llm_assets.core.errors``.
 
 Rules, in order:
@@ -61,6 +62,7 @@ REASONS = {
     "oom_config_changed": "retryable",
     "bad_data": "fatal", "config": "fatal", "training_health": "fatal", "oom": "fatal",
     "artifact_integrity": "fatal", "client_error": "fatal", "unclassified": "fatal",
+    "max_runtime": "fatal", "termination_unconfirmed": "fatal", "duplicate_job": "fatal",
 }
 
 
@@ -124,6 +126,18 @@ class ComputeTimeoutError(RetryableError):
     reason = "timeout"
 
 
+class MaxRuntimeExceededError(PipelineError):
+    """A stage ran past its max_runtime: the machine was stopped. Fatal: the same work would run as long again."""
+
+
+class TerminationUnconfirmedError(PipelineError):
+    """A machine could not be confirmed terminated: it may still be billing. Fatal, and the message names it."""
+
+
+class DuplicateJobError(PipelineError):
+    """The same work is running under another live run: launching it again would pay twice."""
+
+
 class OutOfMemoryError(PipelineError):
     """Ran out of memory; the same config would again, so it is fatal unless the config changed."""
 
@@ -131,6 +145,8 @@ class OutOfMemoryError(PipelineError):
 _FATAL_OWN = (
     (DataFormatError, "bad_data"), (ConfigError, "config"), (UnsupportedArchitectureError, "config"),
     (TrainingHealthError, "training_health"), (ArtifactIntegrityError, "artifact_integrity"),
+    (MaxRuntimeExceededError, "max_runtime"), (TerminationUnconfirmedError, "termination_unconfirmed"),
+    (DuplicateJobError, "duplicate_job"),
 )
 _NETWORK_NAMES = {
     "ConnectionError", "ConnectionResetError", "ConnectionRefusedError", "ConnectionAbortedError",

@@ -212,14 +212,17 @@ def test_restarted_orchestrator_reattaches_to_the_running_job_instead_of_launchi
                                      json.dumps(config), instance.root_directory],
                                     cwd=os.getcwd(), env={**os.environ, **WORKER_ENV})
     deadline, record = time.time() + 240, None
-    while time.time() < deadline and record is None:
+    while time.time() < deadline and (record is None or record.state != "running"):
         record = JobRecord.load(store, key)
         time.sleep(0.2)
     assert record is not None and record.state == "running"
     orchestrator.kill()  # dies without unwinding: the job keeps running, recorded
     orchestrator.wait()
     assert _alive(int(record.job_id))
-    result = materialize_stage(s3_store, {"detached": detached()}, instance=instance, compute="detached", **config)
+    # The killed orchestrator's run still reads as started: its machine is taken over once that run has not
+    # refreshed the job record for stale_record_seconds.
+    result = materialize_stage(s3_store, {"detached": detached(stale_record_seconds=3)}, instance=instance,
+                               compute="detached", **config)
     assert result.success
     lines = log_lines(instance, result.run_id)
     assert any(f"re-attaching to job {record.job_id}" in line for line in lines), lines

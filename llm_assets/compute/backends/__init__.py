@@ -10,8 +10,11 @@ that same worker on another machine.
 The contract a backend implements: `run_stage(context, request: StageRequest) -> dg.Output`: the
 stage's manifest as the asset's value, its content hash as data version, and metadata, cost figures included (`compute_backend`,
 `compute_seconds`, `hourly_price_usd`, `cost_usd`, `cost_per_training_example_usd`, `max_cost_usd`).
-Remote backends subclass `RemoteComputeBackend` and implement only `launch`, `poll` and `terminate`;
-its docstring has the rest (intent records, re-attaching, budget cap, termination in every path).
+Remote backends subclass `RemoteComputeBackend` and implement `launch` (create a machine named `spec.name`),
+`poll`, `terminate` (an unknown machine may raise: termination counts once `is_gone` confirms it), `find(name)`
+(live machines carrying that name, for adopting one after a lost create response or a crash) and, for the
+orphan sweeper, `list_machines()`; llm_assets/compute/lifecycle.py and backends/remote.py have the rest
+(intent records, adoption, deadlines, the run's budget, termination confirmed in every path).
 
 Backends are plain objects inside that resource, not initialised by Dagster, so a backend holding
 `dg.EnvVar("RUNPOD_API_KEY")` does not fail every run where that variable is unset: secrets are resolved
@@ -76,6 +79,7 @@ class LaunchSpec:
     job_key: str
     run_id: str
     gpus: int = 0
+    name: str = ""  # the deterministic machine name (launch.machine_name): pod name, instance label, kernel slug
 
 
 @dataclass
@@ -91,6 +95,7 @@ class JobStatus:
 
     phase: str
     error: Optional[BaseException] = None
+    message: str = ""  # the provider's own words about the state (status_msg, lastStatusChange)
 
     @property
     def done(self) -> bool:
@@ -221,6 +226,10 @@ class ComputeBackends:
             model=model.model_dump(mode="json"),
             training_examples=inputs["training_dataset"].get("train_rows") if stage.cost_per_example else None)
         return backend.run_stage(context, request)
+
+    def remote_backends(self) -> dict[str, "ComputeBackend"]:
+        """The backends that rent machines (RemoteComputeBackend), by name: what the orphan sweeper watches."""
+        return {name: b for name, b in self._backends.items() if callable(getattr(b, "list_machines", None))}
 
     def get(self, name: str) -> ComputeBackend:
         if name not in self._backends:

@@ -23,10 +23,10 @@ import dagster as dg
 from pydantic import Field
 
 from llm_assets.compute.providers.kaggle import KaggleClient, kernel_slug, runner_script
-from llm_assets.compute.providers.machine import PENDING, RUNNING, scrub
+from llm_assets.compute.providers.machine import PENDING, RUNNING, ProviderConfigError, scrub
 from llm_assets.core.s3_settings import S3Settings
 from llm_assets.compute.backends import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
-from llm_assets.compute.backends.remote import RemoteComputeBackend
+from llm_assets.compute.backends.remote import RemoteComputeBackend, _is_set
 
 # Variables of LaunchSpec.env that are secrets: read on the kernel from Kaggle Secrets, never pushed.
 SECRET_ENV_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
@@ -67,7 +67,7 @@ class KaggleBackend(RemoteComputeBackend):
         client = self.client(tuple(spec.env.values()))
         public = {k: v for k, v in spec.env.items() if k not in SECRET_ENV_NAMES}
         secret_env = {k: self.secret_labels.get(k, k) for k in spec.env if k in SECRET_ENV_NAMES}
-        slug = kernel_slug(spec.stage, spec.job_key)
+        slug = spec.name or kernel_slug(spec.stage, spec.job_key)
         cancel = _cancel_target(spec.env)
         script = runner_script(command=spec.command, env=public, secret_env=secret_env, install=list(self.install),
                                cancel=None if cancel is None else {"bucket": cancel[1], "key": cancel[2],
@@ -83,7 +83,24 @@ class KaggleBackend(RemoteComputeBackend):
 
     def poll(self, job_id: str) -> JobStatus:
         state = self.client().state(job_id)
-        return JobStatus(phase=state.phase, error=state.error)
+        return JobStatus(phase=state.phase, error=state.error, message=state.message)
+
+    def find(self, name: str) -> list[str]:
+        """The kernel pushed under this slug, while its session still runs (Kaggle keys kernels by slug)."""
+        client = self.client()
+        ref = f"{client.username}/{name}"
+        try:
+            state = client.state(ref)
+        except ProviderConfigError:  # never pushed: Kaggle answers 404
+            return []
+        return [ref] if state.status in (PENDING, RUNNING) else []
+
+    def is_gone(self, job_id: str) -> bool:
+        """A session no longer queued or running spends no quota: that is Kaggle's "terminated"."""
+        return self.client().state(job_id).status not in (PENDING, RUNNING)
+
+    def configured(self) -> bool:
+        return _is_set(self.username) and _is_set(self.key)
 
     def terminate(self, job_id: str) -> None:
         client = self.client()
@@ -94,8 +111,8 @@ class KaggleBackend(RemoteComputeBackend):
         self._log_output(client, job_id)
 
     def _request_cancel(self, job_id: str) -> None:
-        with _CANCEL_LOCK:
-            target = _CANCEL.pop(job_id, None)
+        with _CANCEL_LOCK:  # kept, not popped: terminate is retried until the session is confirmed over
+            target = _CANCEL.get(job_id)
         log = dg.get_dagster_logger()
         if target is None:
             log.warning(f"kaggle: kernel {job_id} is still running and this process holds no cancel handle for it; "

@@ -1,76 +1,51 @@
-"""Remote compute: the run loop every provider shares, and a detached local process that uses it.
+"""Remote compute: the run loop every provider shares.
 
-A provider backend subclasses `RemoteComputeBackend` and implements `launch`, `poll` and
-`terminate` (see the contract in llm_assets/compute/backends/__init__.py). Everything else is here: Dagster Pipes over
-the artifact store's S3 bucket, the job record for re-attaching, cost and budget cap, termination
-on every way out, and the mapping of failures to retry or stop.
+A provider backend subclasses `RemoteComputeBackend` and implements `launch`, `poll`, `terminate` and `find`
+(see the contract in llm_assets/compute/backends/__init__.py). Everything else is here: Dagster Pipes over
+the artifact store's S3 bucket, the machine's life (llm_assets.compute.lifecycle: intent record before the
+launch, adoption after a lost response or a crash, terminate until confirmed), deadlines (start-up, worker
+heartbeat, max_runtime), the run's budget across all its launches (llm_assets.compute.run_budget), and the
+mapping of failures to retry or stop.
 
-`DetachedProcessBackend` runs the worker as a detached process on this machine that shares
-nothing with the step but the S3 artifact store and the environment a remote machine would get:
-a cheap way to try an image's environment, and the backend the remote path's tests run for real.
+`DetachedProcessBackend` (backends/detached.py) runs the worker as a detached local process through this
+same loop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import dagster as dg
-from dagster_aws.pipes import PipesS3MessageReader
 from pydantic import Field
 
-from llm_assets.compute.cost import CostMeter
-from llm_assets.compute.launch import JobRecord, job_key, new_messages_prefix, worker_environment
-from llm_assets.core.errors import ConfigError
-from llm_assets.core.failures import BootstrapError, PreemptedError, error_from_exit
 from llm_assets.compute.backends import (
     ComputeBackend, JobStatus, LaunchedJob, LaunchSpec, StageRequest, as_classifiable,
     failure_reported, raise_with_verdict, result_from_pipes,
 )
+from llm_assets.compute.backends.pipes_s3 import FixedKeyS3ContextInjector, FixedPrefixS3MessageReader, MessageClock
+from llm_assets.compute.cost import BudgetExceededError, CostMeter
+from llm_assets.compute.launch import (
+    ENV_HEARTBEAT_SECONDS, LIVE_STATES, JobRecord, job_key, machine_name, new_messages_prefix, worker_environment,
+)
+from llm_assets.compute.lifecycle import Lifecycle
+from llm_assets.compute.limits import run_limits
+from llm_assets.compute.run_budget import WARN_FRACTION, RunBudget
+from llm_assets.core.errors import ConfigError
+from llm_assets.core.failures import BootstrapError, ComputeTimeoutError, MaxRuntimeExceededError, PreemptedError
 
-
-class FixedKeyS3ContextInjector(dg.PipesContextInjector):
-    """Pipes context as one JSON object at a key chosen by the backend (dagster's picks a random one)."""
-
-    def __init__(self, *, bucket: str, client, key: str):
-        self.bucket, self.client, self.key = bucket, client, key
-
-    @contextlib.contextmanager
-    def inject_context(self, context_data) -> Iterator[dict]:
-        self.client.put_object(Body=json.dumps(context_data).encode("utf-8"), Bucket=self.bucket, Key=self.key)
-        try:
-            yield {"bucket": self.bucket, "key": self.key}
-        finally:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key)
-
-    def no_messages_debug_text(self) -> str:
-        return f"Pipes context at s3://{self.bucket}/{self.key}; the worker reads it with PipesS3ContextLoader."
-
-
-class FixedPrefixS3MessageReader(PipesS3MessageReader):
-    """PipesS3MessageReader on a recorded key prefix, so a restarted orchestrator reads the same job."""
-
-    def __init__(self, *, key_prefix: str, **kwargs):
-        super().__init__(**kwargs)
-        self.key_prefix = key_prefix
-
-    @contextlib.contextmanager
-    def get_params(self) -> Iterator[dict]:
-        with super().get_params() as params:
-            yield {**params, "key_prefix": self.key_prefix}
+RUN_COST_TAG = "llm_assets/run_cost_usd"          # the run's compute cost so far, all launches
+RUN_MAX_COST_TAG = "llm_assets/max_cost_usd"      # a run may set its own cap with this tag
+DAGSTER_MAX_RUNTIME_TAG = "dagster/max_runtime"   # Dagster's own run limit (seconds): a stage never outlives it
 
 
 class RemoteComputeBackend(ComputeBackend):
-    """A machine elsewhere: Pipes over S3, a recorded job identity, terminate on every way out."""
+    """A machine elsewhere: Pipes over S3, a recorded job identity, deadlines, terminate on every way out."""
 
+    max_cost_usd: Optional[float] = Field(
+        default=25.0, gt=0, description="Budget cap per run in USD, over every launch of the run (retries and "
+        "other stages included): a warning in the run's log at 80%, the machine stopped and the step failed "
+        "fatally at 100%. A run's tag llm_assets/max_cost_usd overrides it.")
     poll_interval_seconds: float = Field(default=10.0, gt=0, description="Seconds between job status polls.")
     message_poll_seconds: float = Field(default=5.0, gt=0, description="Seconds between reads of the "
                                         "worker's message chunks in S3 (how live the logs are).")
@@ -78,6 +53,24 @@ class RemoteComputeBackend(ComputeBackend):
                                          "uploads of message and log chunks.")
     worker_env: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret environment for "
                                        "the worker (e.g. HF_HUB_OFFLINE); secrets go in provider secret fields.")
+    startup_timeout_seconds: float = Field(default=1200.0, ge=0, description="A machine not running (nor its "
+                                           "worker talking) this long after launch is terminated; retryable. 0: none.")
+    heartbeat_seconds: float = Field(default=30.0, gt=0, description="How often the worker sends a heartbeat "
+                                     "through Pipes.")
+    heartbeat_timeout_seconds: float = Field(default=600.0, ge=0, description="No message from a running worker "
+                                             "for this long: the machine is terminated; retryable. 0: none.")
+    max_runtime_seconds: float = Field(default=12 * 3600.0, ge=0, description="Longest a stage may run on one "
+                                       "machine; past it the machine is terminated and the step fails fatally. "
+                                       "The run's dagster/max_runtime tag lowers it. 0: none.")
+    terminate_attempts: int = Field(default=6, ge=1, description="Terminate calls (with backoff) before a machine "
+                                    "that is not confirmed gone fails the run, naming it.")
+    terminate_retry_seconds: float = Field(default=5.0, ge=0, description="First backoff between terminate "
+                                           "attempts; it doubles per attempt (at most 60 s).")
+    terminate_confirm_seconds: float = Field(default=30.0, ge=0, description="How long one terminate attempt "
+                                             "waits for the provider to report the machine gone.")
+    stale_record_seconds: float = Field(default=180.0, gt=0, description="A job record another live run has not "
+                                        "refreshed for this long is taken over (its orchestrator died); a fresher "
+                                        "one refuses the duplicate work.")
 
     # -- what a provider implements ------------------------------------------------------------
     def launch(self, context, spec: LaunchSpec) -> LaunchedJob:
@@ -88,6 +81,22 @@ class RemoteComputeBackend(ComputeBackend):
 
     def terminate(self, job_id: str) -> None:
         raise NotImplementedError
+
+    def find(self, name: str) -> list[str]:
+        """Machines not yet terminated that carry `name` (pod name / instance label / kernel slug)."""
+        raise NotImplementedError
+
+    def is_gone(self, job_id: str) -> bool:
+        """True once the provider confirms the machine terminated (no longer exists, no longer billing)."""
+        return self.poll(job_id).phase == "gone"
+
+    def list_machines(self) -> list[tuple[str, str]]:
+        """(id, name) of every machine not yet terminated whose name starts with the project's prefix."""
+        return []
+
+    def configured(self) -> bool:
+        """Whether this backend's credentials are set (the orphan sweeper skips the others)."""
+        return True
 
     def python_executable(self) -> str:
         return "python"  # the image's interpreter
@@ -101,87 +110,182 @@ class RemoteComputeBackend(ComputeBackend):
         except Exception as exc:  # BaseException (cancellation) passes through untouched
             raise_with_verdict(as_classifiable(exc), context.log, self.backend_name)
 
+    def lifecycle(self, context, store) -> Lifecycle:
+        return Lifecycle(self, store, log=context.log.info, warn=context.log.warning,
+                         run_is_live=lambda run_id: _run_is_live(context.instance, run_id),
+                         terminate_attempts=self.terminate_attempts,
+                         terminate_retry_seconds=self.terminate_retry_seconds,
+                         terminate_confirm_seconds=self.terminate_confirm_seconds,
+                         stale_seconds=self.stale_record_seconds)
+
     def _run(self, context, request: StageRequest) -> dg.Output:
+        limits = self.limits(context, request.stage)
+        self._check_deadlines_config(limits["heartbeat_timeout_seconds"])
         store = s3_store_of(request)
+        run_id = context.run.run_id
         key = job_key(request.stage, request.inputs, request.config)
-        record = self._live_record(context, store, key)
+        budget = RunBudget(store, run_id, run_cap(context, limits["max_cost_usd"]))
+        spent = budget.spent()
+        if budget.cap_usd is not None and spent >= budget.cap_usd:  # never launch once the run is out of money
+            raise BudgetExceededError(spent, budget.cap_usd, self.backend_name)
+        lifecycle = self.lifecycle(context, store)
+        previous = JobRecord.load(store, key)
+        record = None
+        if previous is not None and previous.state in LIVE_STATES and previous.backend == self.backend_name:
+            record = lifecycle.reclaim(previous, run_id)
         prefix = record.messages_key_prefix if record else new_messages_prefix(store.prefix, key)
         injector = FixedKeyS3ContextInjector(bucket=store.bucket, client=store.client, key=f"{prefix}/context.json")
         reader = FixedPrefixS3MessageReader(bucket=store.bucket, client=store.client, key_prefix=prefix,
                                             interval=self.message_poll_seconds, include_stdio_in_messages=True)
         with dg.open_pipes_session(context, injector, reader,
-                                   extras=request.extras(context.run.run_id, key)) as session:
+                                   extras=request.extras(run_id, key)) as session:
+            messages = MessageClock(session.message_handler)
             if record is None:
-                record = self._launch(context, request, store, key, prefix, session)
-            else:
-                context.log.info(f"{self.backend_name}: re-attaching to job {record.job_id} (started by run "
-                                 f"{record.run_id}) instead of launching a second one")
+                name = machine_name(request.stage, key)
+                record = lifecycle.launch(
+                    key=key, name=name, run_id=run_id, stage=request.stage, messages_prefix=prefix,
+                    launch=lambda: self.launch(context, self._spec(context, request, key, name, session)),
+                    default_price=self.hourly_price_usd)
+                context.log.info(f"{self.backend_name}: launched job {record.job_id} ({name}) for {request.stage} "
+                                 f"(${record.hourly_price_usd:.4f}/h) {record.details or ''}".rstrip())
             meter = self.meter(record.hourly_price_usd, record.started_at)
             try:
-                status = self._wait(record.job_id, meter)
+                budget.open(record.job_id, self.backend_name, record.started_at, record.hourly_price_usd)
+                meter.prior_cost_usd = budget.spent(exclude=record.job_id)
+                meter.max_cost_usd = budget.cap_usd
+                status = self._wait(context, record, meter, budget, messages, store, limits)
             finally:
-                self._terminate(context, record.job_id)
-                record.finished(store)
+                try:
+                    lifecycle.release(record)
+                finally:
+                    _close_cost(context, budget, record.job_id)
         failure = failure_reported(session)
         if failure is not None:
             raise failure
         # A job this process did not start (re-attached) ends as "gone": its Pipes messages tell how it ended.
         reported = status.phase == "gone" and session.message_handler.received_closed_message
+        if status.phase != "succeeded" and not reported and status.error is not None:
+            raise status.error
+        if not session.message_handler.received_opened_message:  # the container never ran the worker
+            raise BootstrapError(f"{self.backend_name}: job {record.job_id} ended ({status.phase}) "
+                                 f"before the worker started{': ' + status.message if status.message else ''}")
         if status.phase != "succeeded" and not reported:
-            if status.error is not None:
-                raise status.error
-            if not session.message_handler.received_opened_message:
-                raise BootstrapError(f"{self.backend_name}: job {record.job_id} ended ({status.phase}) "
-                                     "before the worker started")
             raise PreemptedError(f"{self.backend_name}: job {record.job_id} was lost ({status.phase}) mid-stage")
         return result_from_pipes(session.get_results(implicit_materializations=False), context, meter,
                                  request.training_examples)
 
-    def _live_record(self, context, store, key: str) -> Optional[JobRecord]:
-        """The recorded job for this work if it is still running here; a dead one is cleaned up."""
-        record = JobRecord.load(store, key)
-        if record is None or record.state != "running" or record.backend != self.backend_name:
-            return None
-        if not self.poll(record.job_id).done:
-            return record
-        self._terminate(context, record.job_id)
-        record.finished(store)
-        return None
-
-    def _launch(self, context, request: StageRequest, store, key: str, prefix: str, session) -> JobRecord:
+    def _spec(self, context, request: StageRequest, key: str, name: str, session) -> LaunchSpec:
         s3 = request.artifact_store.s3_settings()
         if not s3.has_credentials:  # boto3's chain here (a profile, an instance role) means nothing over there
             s3 = s3.with_resolved_credentials()
         env = {**session.get_bootstrap_env_vars(),
-               **worker_environment(s3, flush_seconds=self.message_flush_seconds, extra=self.worker_env)}
-        spec = LaunchSpec(stage=request.stage, command=self.command(request.stage, self.python_executable()),
-                          env=env, job_key=key, run_id=context.run.run_id, gpus=self.gpus)
-        job = self.launch(context, spec)
-        price = self.hourly_price_usd if job.hourly_price_usd is None else job.hourly_price_usd
-        record = JobRecord(backend=self.backend_name, job_id=job.job_id, job_key=key, stage=request.stage,
-                           run_id=context.run.run_id, messages_key_prefix=prefix, hourly_price_usd=price,
-                           details=job.details)
-        record.save(store)
-        context.log.info(f"{self.backend_name}: launched job {job.job_id} for {request.stage} "
-                         f"(${price:.4f}/h) {job.details or ''}".rstrip())
-        return record
+               **worker_environment(s3, flush_seconds=self.message_flush_seconds,
+                                    extra={ENV_HEARTBEAT_SECONDS: self.heartbeat_seconds, **self.worker_env})}
+        return LaunchSpec(stage=request.stage, command=self.command(request.stage, self.python_executable()),
+                          env=env, job_key=key, run_id=context.run.run_id, gpus=self.gpus, name=name)
 
-    def _wait(self, job_id: str, meter: CostMeter) -> JobStatus:
+    def limits(self, context, stage: str) -> dict:
+        """This stage's deadlines and the run's budget: the run config's limits (a preset's) over these fields,
+        max_runtime lowered by the run's dagster/max_runtime tag (llm_assets.compute.limits)."""
+        chosen = {"max_cost_usd": self.max_cost_usd, "startup_timeout_seconds": self.startup_timeout_seconds,
+                  "heartbeat_timeout_seconds": self.heartbeat_timeout_seconds,
+                  "max_runtime_seconds": self.max_runtime_seconds, **run_limits(context.run.run_config, stage)}
+        chosen["max_runtime_seconds"] = stage_max_runtime(context, chosen["max_runtime_seconds"])
+        return chosen
+
+    def _check_deadlines_config(self, heartbeat_timeout: Optional[float] = None) -> None:
+        heartbeat_timeout = self.heartbeat_timeout_seconds if heartbeat_timeout is None else heartbeat_timeout
+        floor = 2 * (self.heartbeat_seconds + self.message_flush_seconds + self.message_poll_seconds)
+        if heartbeat_timeout and heartbeat_timeout <= floor:
+            raise ConfigError("heartbeat_timeout_seconds", heartbeat_timeout,
+                              f"must exceed 2 x (heartbeat_seconds + message_flush_seconds + message_poll_seconds)"
+                              f" = {floor:g}, or a healthy worker would be stopped")
+
+    def _wait(self, context, record: JobRecord, meter: CostMeter, budget: RunBudget, messages: MessageClock,
+              store, limits: dict) -> JobStatus:
+        """Poll until the machine is done, enforcing start-up, heartbeat, max_runtime and the run's budget."""
+        max_runtime = limits["max_runtime_seconds"]
+        startup, heartbeat = limits["startup_timeout_seconds"], limits["heartbeat_timeout_seconds"]
+        launched_at, running_since, refreshed = time.time(), None, time.time()
         while True:
-            status = self.poll(job_id)
+            status = self.poll(record.job_id)
             if status.done:
                 return status
-            meter.check_budget()
+            now = time.time()
+            if running_since is None and (status.phase == "running" or messages.opened):
+                running_since = now
+            job = f"{self.backend_name}: machine {record.job_id}"
+            if running_since is None and startup and now - launched_at > startup:
+                raise ComputeTimeoutError(f"{job} was not running within startup_timeout_seconds={startup:g}; "
+                                          "terminated")
+            last_word = max(messages.last_at or 0.0, running_since or now)
+            if running_since is not None and heartbeat and now - last_word > heartbeat:
+                raise ComputeTimeoutError(f"{job}: no heartbeat or message from the worker for {now - last_word:.0f}s "
+                                          f"(heartbeat_timeout_seconds={heartbeat:g}); terminated")
+            if max_runtime and now - meter.started_at > max_runtime:
+                raise MaxRuntimeExceededError(f"{job} ran {now - meter.started_at:.0f}s, past max_runtime="
+                                              f"{max_runtime:g}s; terminated")
+            self._check_budget(context, meter, budget)
+            if now - refreshed > self.stale_record_seconds / 4:  # tells other runs this orchestrator is alive
+                record.heartbeat_at, refreshed = now, now
+                record.save(store)
             left = meter.seconds_until_cap()
             time.sleep(self.poll_interval_seconds if left is None else min(self.poll_interval_seconds, left + 0.05))
 
-    def _terminate(self, context, job_id: str) -> None:
-        try:
-            self.terminate(job_id)
-        except Exception as exc:  # a failed terminate must be seen: it may be billing
-            context.log.error(f"{self.backend_name}: terminating job {job_id} failed: {exc}; "
-                              "check the provider's console for a machine still running")
-            raise
+    def _check_budget(self, context, meter: CostMeter, budget: RunBudget) -> None:
+        fraction = meter.fraction_used()
+        if fraction is not None and fraction >= WARN_FRACTION and not budget.warned():
+            budget.mark_warned()
+            context.log.warning(f"{self.backend_name}: this run's compute cost ${meter.run_cost():.4f} is "
+                                f"{fraction:.0%} of its budget max_cost_usd=${meter.max_cost_usd:.4f}; it stops at 100%")
+            _tag_cost(context, meter.run_cost())
+        meter.check_budget()
+
+
+def _run_is_live(instance, run_id: str) -> bool:
+    """A run not known here counts as live: only its silence (a stale record) lets another take its machine."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    return run is None or not run.is_finished
+
+
+def run_cap(context, default: Optional[float]) -> Optional[float]:
+    tag = (context.run.tags or {}).get(RUN_MAX_COST_TAG)
+    if tag is None:
+        return default
+    try:
+        value = float(tag)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"tags.{RUN_MAX_COST_TAG}", tag, "a positive number of USD")
+    return value
+
+
+def stage_max_runtime(context, seconds: float) -> float:
+    """The stage's max_runtime, lowered by the run's dagster/max_runtime tag (0: none)."""
+    tag = (context.run.tags or {}).get(DAGSTER_MAX_RUNTIME_TAG)
+    if tag is None:
+        return seconds
+    try:
+        run_limit = float(tag)
+    except ValueError:
+        raise ConfigError(f"tags.{DAGSTER_MAX_RUNTIME_TAG}", tag, "a number of seconds") from None
+    return min(seconds, run_limit) if seconds else run_limit
+
+
+def _tag_cost(context, cost: float) -> None:
+    try:
+        context.instance.add_run_tags(context.run.run_id, {RUN_COST_TAG: f"{cost:.6f}"})
+    except Exception:  # noqa: BLE001 - a figure for people; the budget itself lives in the store
+        context.log.warning(f"could not tag the run with its cost ${cost:.6f}")
+
+
+def _close_cost(context, budget: RunBudget, job_id: str) -> None:
+    try:
+        budget.close(job_id)
+        _tag_cost(context, budget.spent())
+    except Exception as exc:  # noqa: BLE001 - never hides the stage's own outcome
+        context.log.warning(f"could not record the cost of machine {job_id}: {type(exc).__name__}")
 
 
 def s3_store_of(request: StageRequest):
@@ -194,65 +298,14 @@ def s3_store_of(request: StageRequest):
     return store
 
 
-_CHILDREN: dict[str, subprocess.Popen] = {}
+from llm_assets.compute.backends.detached import DetachedProcessBackend, _alive  # noqa: E402 - re-exported
+
+__all__ = ["RemoteComputeBackend", "DetachedProcessBackend", "_alive", "run_cap", "stage_max_runtime",
+           "s3_store_of", "FixedKeyS3ContextInjector", "FixedPrefixS3MessageReader"]
 
 
-class DetachedProcessBackend(RemoteComputeBackend):
-    """The worker as a detached local process that shares only the S3 store with the step.
-
-    It gets exactly the environment a remote machine gets (plus PATH and HOME), runs in its own
-    empty folder and its own process group, and talks to Dagster only through S3.
-    """
-
-    python: str = Field(default="", description="Interpreter for the worker (empty: the step's own).")
-    poll_interval_seconds: float = Field(default=1.0, gt=0, description="Seconds between process status polls.")
-    message_poll_seconds: float = Field(default=1.0, gt=0, description="Seconds between reads of message chunks.")
-    message_flush_seconds: float = Field(default=1.0, gt=0, description="Seconds between the worker's uploads.")
-
-    def python_executable(self) -> str:
-        return self.python or sys.executable
-
-    def launch(self, context, spec: LaunchSpec) -> LaunchedJob:
-        workdir = Path(tempfile.mkdtemp(prefix=f"llm-assets-{spec.stage}-"))
-        log = open(workdir / "worker.log", "ab")
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(workdir)), **spec.env}
-        process = subprocess.Popen(spec.command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        log.close()
-        _CHILDREN[str(process.pid)] = process
-        return LaunchedJob(job_id=str(process.pid), details={"workdir": str(workdir)})
-
-    def poll(self, job_id: str) -> JobStatus:
-        process = _CHILDREN.get(job_id)
-        if process is None:  # started by an orchestrator that is gone: all we know is whether it lives
-            return JobStatus("running" if _alive(int(job_id)) else "gone")
-        code = process.poll()
-        if code is None:
-            return JobStatus("running")
-        error = error_from_exit(code, f"worker process {job_id}")
-        return JobStatus("failed", error) if error else JobStatus("succeeded")
-
-    def terminate(self, job_id: str) -> None:
-        pid = int(job_id)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        process = _CHILDREN.pop(job_id, None)
-        deadline = time.time() + 10
-        while (process.poll() is None if process else _alive(pid)) and time.time() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if process is not None:
-            process.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie has exited: not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    return True
+def _is_set(value) -> bool:
+    """A credential field is set: a literal, or a dg.EnvVar whose variable has a value now."""
+    if isinstance(value, dg.EnvVar):
+        return bool(value.get_value())
+    return bool(value)

@@ -2,7 +2,8 @@
 
 launch = podFindAndDeployOnDemand with the worker image, the GPU type and count, the cloud type, the
 worker command as the container's arguments and exactly the Pipes + artifact-store environment;
-poll = the pod's desiredStatus; terminate = podTerminate (idempotent). The hourly price comes from
+poll = the pod's desiredStatus; terminate = podTerminate (an unknown pod is an error; gone = `pod` is null);
+find / list_machines = myself.pods by name (pods are named launch.machine_name). The hourly price comes from
 RunPod's gpuTypes (per cloud type) and the pod's costPerHr. No capacity -> ProviderQueueFullError,
 a pod that exits under a running worker -> PreemptedError (both retryable); a refused key or an
 unknown GPU type -> fatal. RUNPOD_API_BASE_URL (read by the SDK) points it at another endpoint.
@@ -18,7 +19,8 @@ from pydantic import Field
 
 from llm_assets.compute.providers.runpod import CLOUD_TYPES, PodSpec, RunPodClient
 from llm_assets.compute.backends import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
-from llm_assets.compute.backends.remote import RemoteComputeBackend
+from llm_assets.compute.backends.remote import RemoteComputeBackend, _is_set
+from llm_assets.compute.launch import MACHINE_NAME_PREFIX
 
 
 
@@ -36,7 +38,6 @@ class RunPodBackend(RemoteComputeBackend):
                        description="Worker image (docker/worker.Dockerfile) the pod runs.")
     container_disk_gb: int = Field(default=40, ge=5, description="Container disk of the pod in GB.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret environment for the pod.")
-    name_prefix: str = Field(default="llm-assets", description="Pod names start with this, then stage and job key.")
 
     @property
     def backend_name(self) -> str:
@@ -56,7 +57,7 @@ class RunPodBackend(RemoteComputeBackend):
                               secrets=tuple(spec.env.values()))
         price = client.gpu_price(self.gpu_type_id, self.gpu_count, self.cloud_type)
         pod_id = client.create(PodSpec(
-            name=f"{self.name_prefix}-{spec.stage}-{spec.job_key[:12]}", image=self.image,
+            name=spec.name, image=self.image,
             gpu_type_id=self.gpu_type_id, gpu_count=self.gpu_count, cloud_type=self.cloud_type,
             command=self.pod_command(spec.command), env={**self.env, **spec.env},
             container_disk_gb=self.container_disk_gb))
@@ -66,7 +67,17 @@ class RunPodBackend(RemoteComputeBackend):
 
     def poll(self, job_id: str) -> JobStatus:
         state = self.client().state(job_id)
-        return JobStatus(phase=state.phase, error=state.error)
+        return JobStatus(phase=state.phase, error=state.error, message=state.message)
 
     def terminate(self, job_id: str) -> None:
         self.client().terminate(job_id)
+
+    def find(self, name: str) -> list[str]:
+        return [pod["id"] for pod in self.client().pods() if pod.get("name") == name]
+
+    def list_machines(self) -> list[tuple[str, str]]:
+        return [(pod["id"], pod.get("name") or "") for pod in self.client().pods()
+                if (pod.get("name") or "").startswith(MACHINE_NAME_PREFIX + "-")]
+
+    def configured(self) -> bool:
+        return _is_set(self.api_key)

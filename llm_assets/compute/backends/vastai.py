@@ -2,10 +2,12 @@
 
 launch = search offers by GPU name and count, price cap and reliability (cheapest first), rent the
 first one still free with the worker image, exactly the Pipes + artifact-store environment and an
-onstart command that runs the worker; poll = the instance's actual_status / status_msg; terminate =
-destroy (idempotent). The hourly price is the offer's dph_total. An offer taken meanwhile or none
-matching -> ProviderQueueFullError; Docker failing to start the container (image pull, daemon
-error) -> BootstrapError; an instance gone under a running worker -> PreemptedError (all retryable).
+onstart command that runs the worker, labelled launch.machine_name; poll = the instance's actual_status;
+terminate = destroy (an unknown instance is Vast's 404; gone = the instance reads null); find /
+list_machines = show instances by label. The hourly price is the offer's dph_total. An offer taken
+meanwhile or none matching -> ProviderQueueFullError; a container that exits before the worker talks (image
+pull, daemon error) -> BootstrapError quoting status_msg; an instance gone offline under a running worker
+-> PreemptedError (all retryable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pydantic import Field
 
 from llm_assets.compute.providers.vastai import InstanceSpec, OfferQuery, VastAIClient
 from llm_assets.compute.backends import JobStatus, LaunchedJob, LaunchSpec, resolve_secret
-from llm_assets.compute.backends.remote import RemoteComputeBackend
+from llm_assets.compute.backends.remote import RemoteComputeBackend, _is_set
+from llm_assets.compute.launch import MACHINE_NAME_PREFIX
 
 
 
@@ -59,7 +62,7 @@ class VastAIBackend(RemoteComputeBackend):
                            min_reliability=self.min_reliability, disk_gb=self.disk_gb)
         instance_id, offer = client.create(query, InstanceSpec(
             image=self.image, onstart=self.onstart(spec.command), env={**self.env, **spec.env},
-            disk_gb=self.disk_gb, label=f"llm-assets-{spec.stage}-{spec.job_key[:12]}"))
+            disk_gb=self.disk_gb, label=spec.name))
         return LaunchedJob(job_id=instance_id, hourly_price_usd=offer.get("dph_total"), details={
             "provider": "vastai", "instance_id": instance_id, "offer_id": offer.get("id"),
             "machine_id": offer.get("machine_id"), "gpu_name": offer.get("gpu_name"),
@@ -67,7 +70,17 @@ class VastAIBackend(RemoteComputeBackend):
 
     def poll(self, job_id: str) -> JobStatus:
         state = self.client().state(job_id)
-        return JobStatus(phase=state.phase, error=state.error)
+        return JobStatus(phase=state.phase, error=state.error, message=state.message)
 
     def terminate(self, job_id: str) -> None:
         self.client().destroy(job_id)
+
+    def find(self, name: str) -> list[str]:
+        return [str(row["id"]) for row in self.client().instances() if row.get("label") == name]
+
+    def list_machines(self) -> list[tuple[str, str]]:
+        return [(str(row["id"]), row.get("label") or "") for row in self.client().instances()
+                if (row.get("label") or "").startswith(MACHINE_NAME_PREFIX + "-")]
+
+    def configured(self) -> bool:
+        return _is_set(self.api_key)

@@ -127,6 +127,8 @@ class RunPodClient:
         if not pod:
             return MachineState(GONE, "pod no longer exists")
         desired, change = pod.get("desiredStatus"), pod.get("lastStatusChange") or ""
+        if desired == "TERMINATED":
+            return MachineState(GONE, change or "terminated")
         price = pod.get("costPerHr")
         price = float(price) if price else None
         if desired == "RUNNING":
@@ -136,10 +138,18 @@ class RunPodClient:
         return MachineState(ENDED if desired == "EXITED" else GONE, change, price)
 
     def terminate(self, pod_id: str) -> None:
+        """podTerminate. RunPod answers a pod that does not exist (any more) with a GraphQL error, raised here:
+        the caller confirms termination by reading the pod (`state` -> gone), not by this call's silence."""
         from runpod.api.graphql import run_graphql_query
         from runpod.api.mutations.pods import generate_pod_terminate_mutation
 
         self._call(f"terminate pod {pod_id}",
                    lambda: run_graphql_query(generate_pod_terminate_mutation(pod_id), api_key=self._api_key))
+
+    def pods(self) -> list[dict]:
+        """Every pod of the account that is not terminated (myself.pods: id, name, desiredStatus, costPerHr...)."""
+        from runpod.api.ctl_commands import get_pods
+
+        return list(self._call("list pods", lambda: get_pods(api_key=self._api_key)) or [])
 
 

@@ -5,7 +5,13 @@ time (a network call outside our control, with no endpoint override), and the SD
 in every URL's query string, where any HTTP error message would show it. We send the key in the
 Authorization header, which the API accepts too, with the SDK's request shapes:
 POST /bundles/ (offer search), PUT /asks/{offer}/ (rent, with image, env and onstart),
-GET /instances/{id}/, DELETE /instances/{id}/.
+GET /instances/ (show instances), GET /instances/{id}/, DELETE /instances/{id}/.
+
+How an instance ended is read from its status *fields*, never from free text: `actual_status` is the
+container's state (null / loading: starting; running; exited: the container's process ended, or never
+started; offline: the host dropped out). `status_msg` is only quoted in messages, so a running instance whose
+message says "unable to ..." is still running, and a container that never started is caught because it
+exited before the worker opened its Pipes session (a BootstrapError in the run loop).
 """
 
 from __future__ import annotations
@@ -14,15 +20,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llm_assets.core.failures import (
-    BootstrapError, PreemptedError, ProviderQueueFullError, ProviderUnavailableError, TransientNetworkError,
+    PreemptedError, ProviderQueueFullError, ProviderUnavailableError, TransientNetworkError,
 )
 from llm_assets.compute.providers.machine import (
     ENDED, FAILED, GONE, PENDING, RUNNING, MachineState, ProviderConfigError, scrub,
 )
 
-# status_msg words that mean Docker / the host failed to start the container: another machine may work
-_HOST_FAILURE = ("error response from daemon", "pull access denied", "manifest unknown", "no space left",
-                 "failed to create", "oci runtime", "could not select device driver", "unable to")
 _GONE_ASKS = ("no_such_ask", "ask_unavailable", "no longer available", "not available")
 
 
@@ -142,9 +145,6 @@ class VastAIClient:
         price = row.get("dph_total")
         price = float(price) if price is not None else self.price_of.get(instance_id)
         actual = (row.get("actual_status") or "").lower()
-        if any(word in message.lower() for word in _HOST_FAILURE):
-            return MachineState(FAILED, message, price, BootstrapError(
-                f"Vast.ai instance {instance_id} could not start its container: {message}"))
         if actual == "running":
             return MachineState(RUNNING, message, price)
         if actual == "offline":  # the host dropped out, or an interruptible instance was outbid
@@ -155,8 +155,19 @@ class VastAIClient:
         return MachineState(PENDING, f"{actual or 'created'}: {message}", price)
 
     def destroy(self, instance_id: str) -> None:
+        """DELETE the instance. An unknown one is Vast's 404 no_such_instance, raised here: the caller confirms
+        termination by reading the instance (`state` -> gone), not by this call's answer."""
         status, payload = self._request("DELETE", f"/instances/{instance_id}/", f"destroy instance {instance_id}")
-        if status >= 400 and status != 404:
+        if status == 404:
+            raise ProviderConfigError(f"Vast.ai has no instance {instance_id} to destroy: {payload['_said']}")
+        if status >= 400 or payload.get("success") is False:
             raise ProviderUnavailableError(f"Vast.ai did not destroy instance {instance_id} (HTTP {status}): "
                                            f"{payload['_said']}")
+
+    def instances(self) -> list[dict]:
+        """Every instance of the account (`show instances`: id, label, actual_status, dph_total...)."""
+        status, payload = self._request("GET", "/instances/", "list instances")
+        if status >= 400:
+            raise ProviderUnavailableError(f"Vast.ai did not list instances (HTTP {status}): {payload['_said']}")
+        return list(payload.get("instances") or [])
 

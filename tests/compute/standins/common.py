@@ -42,6 +42,12 @@ class Machine:
     status: str = "starting"          # provider-neutral: starting, running, exited, preempted, failed, terminated
     status_message: str = ""
     terminated: bool = False
+    terminated_at: Optional[float] = None
+
+    def billed_seconds(self, now: Optional[float] = None) -> float:
+        """Create to confirmed terminate: what the provider bills (now, for one still running)."""
+        end = self.terminated_at if self.terminated_at is not None else (now or time.time())
+        return max(0.0, end - self.created_at)
 
     @property
     def log_path(self) -> Path:
@@ -67,6 +73,9 @@ class Faults:
         self.lose_create_response = 0             # this many creates make the machine, then drop the connection
         self.terminate_failures = 0               # this many terminate calls answer HTTP 5xx, doing nothing
         self.terminate_never_confirms = False     # terminate answers OK but the machine keeps running (billing)
+        self.stuck_starting = 0                   # this many machines never leave "starting" (no host found)
+        self.freeze_when: Optional[Callable[[Machine], bool]] = None  # polled; True freezes the host (SIGSTOP)
+        self.preempt_repeat = False               # preempt_when stays armed for every later machine
 
     def take(self, name: str) -> bool:
         value = getattr(self, name)
@@ -89,6 +98,7 @@ class StandinCloud:
         self.launches: list[dict] = []       # every machine started: id, command, env
         self.terminations: list[str] = []    # every machine the client terminated / destroyed / cancelled
         self.terminate_requests: list[str] = []  # acknowledged but not carried out (terminate_never_confirms)
+        self.duplicates: list[str] = []      # names created while a machine of that name was still live
         self.requests: list[tuple[str, str]] = []  # (method, path) without the query: never the key
         self.faults = Faults()
         self._lock = threading.RLock()
@@ -174,7 +184,14 @@ class StandinCloud:
         """
         workdir = self.workdir / self.provider / machine_id
         workdir.mkdir(parents=True, exist_ok=True)
+        if name and self.live_names().get(name):  # a second live machine for the same work: paid twice
+            self.duplicates.append(name)
         machine = Machine(machine_id, command, dict(env), workdir, self.price_per_hour, name=name)
+        if self.faults.take("stuck_starting"):  # billed from create, but the provider never starts it
+            with self._lock:
+                self.machines[machine_id] = machine
+                self.launches.append({"id": machine_id, "command": command, "env": dict(env)})
+            return machine
         full_env = {**IMAGE_ENV, "HOME": str(workdir), **env}
         script = f"{bootstrap}\n{command}" if bootstrap else command
         with open(machine.log_path, "wb") as log:
@@ -197,15 +214,28 @@ class StandinCloud:
                 self.terminate_requests.append(machine_id)
                 return True
             machine.terminated = True
+            machine.terminated_at = time.time()
             machine.status = "terminated"
             self.terminations.append(machine_id)
         self._kill(machine)
         return True
 
+    def preempt(self, machine_id: str) -> None:
+        """Reclaim one running machine now, as a spot host does (the bench picks which)."""
+        machine = self.machines.get(machine_id)
+        if machine is not None and machine.status == "running":
+            machine.status = "preempted"  # before the kill, so the monitor does not call it a plain exit
+            machine.status_message = "host reclaimed the machine (spot/interruptible)"
+            self._kill(machine)
+
     def leaked(self) -> list[str]:
         """Machines still billing: created and never terminated by the client."""
         with self._lock:
             return [m.id for m in self.machines.values() if not m.terminated]
+
+    def billed_usd(self) -> float:
+        with self._lock:
+            return sum(m.billed_seconds() * m.price_per_hour / 3600.0 for m in self.machines.values())
 
     def live_names(self) -> dict[str, list[str]]:
         """name/label -> machines not terminated: more than one under a name is a duplicate."""
@@ -238,9 +268,17 @@ class StandinCloud:
                 if machine.status == "running" and machine.exit_code() is not None:
                     machine.status = "exited" if machine.exit_code() == 0 else "failed"
                     machine.status_message = f"container exited with code {machine.exit_code()}"
+                freeze = self.faults.freeze_when
+                if machine.status == "running" and freeze is not None and machine.process is not None and freeze(machine):
+                    self.faults.freeze_when = None  # a hung host: alive and billing, silent
+                    try:
+                        os.killpg(machine.process.pid, signal.SIGSTOP)
+                    except ProcessLookupError:
+                        pass
                 preempt = self.faults.preempt_when
                 if machine.status == "running" and preempt is not None and preempt(machine):
-                    self.faults.preempt_when = None  # once: the retry must be allowed to finish
+                    if not self.faults.preempt_repeat:
+                        self.faults.preempt_when = None  # once: the retry must be allowed to finish
                     self._kill(machine)
                     machine.status = "preempted"
                     machine.status_message = "host reclaimed the machine (spot/interruptible)"

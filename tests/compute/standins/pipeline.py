@@ -79,6 +79,7 @@ def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([stage_under_test], raise_on_error=raise_on_error, tags=tags or {}, instance=instance)
     result.logged_text = "\n".join(entry.user_message or "" for entry in instance.all_logs(result.run_id))
+    result.instance = instance
     return result
 
 

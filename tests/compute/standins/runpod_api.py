@@ -179,6 +179,7 @@ class RunPodStandin(StandinCloud):
                   "terminated": "Terminated by user"}.get(machine.status, "Rented by User")
         return {"id": pod_id, "desiredStatus": status, "costPerHr": machine.price_per_hour,
                 "lastStatusChange": change, "gpuCount": 1, "imageName": "", "name": machine.name,
-                "uptimeSeconds": 1 if status == "RUNNING" else 0,
-                "runtime": {"ports": []} if status == "RUNNING" else None,
+                "uptimeSeconds": 1 if machine.status == "running" else 0,
+                # RunPod reports no runtime until the container runs on a host (still "starting" here)
+                "runtime": {"ports": []} if machine.status == "running" else None,
                 "machine": {"gpuDisplayName": self.gpu_types[0]}}
