@@ -19,6 +19,7 @@ from resources.registry import ModelRegistryResource
 from resources.retraining import RetrainingResource
 from resources.watched_s3 import WatchedS3Resource
 from sensors import all_sensors
+from sensors.orphan_sweeper import orphan_sweeper_sensor
 
 ENV_VAR = "LLM_ASSETS_ENV"
 
@@ -87,6 +88,6 @@ defs = dg.Definitions(
     assets=PIPELINE_ASSETS,
     asset_checks=PIPELINE_CHECKS,
     jobs=all_jobs,
-    sensors=all_sensors,
+    sensors=[*all_sensors, orphan_sweeper_sensor],
     resources=resources_for(os.environ.get(ENV_VAR, "local")),
 )
