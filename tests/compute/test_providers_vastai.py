@@ -65,3 +65,28 @@ def test_no_matching_offer_is_retryable_and_names_the_search(s3, vast):
     said = result.logged_text
     assert said.count("RETRYABLE (queue_full)") == 2 and "no offer for 1x H100 SXM" in said
     assert vast.launches == [] and vast.leaked() == [] and API_KEY not in said
+
+
+def test_state_reads_the_status_field_not_the_free_text_message(vast):
+    """A running instance whose status_msg says 'unable to ...' is running; a container that exited before the
+    worker spoke is an ended machine (the run loop calls that bootstrap), whatever its message says."""
+    from llm_assets.compute.providers.vastai import InstanceSpec, OfferQuery, VastAIClient
+
+    client = VastAIClient(API_KEY, server_url=vast.url)
+    instance_id, _ = client.create(OfferQuery(gpu_name="RTX 4090"), InstanceSpec(image="w", onstart="sleep 30",
+                                                                                label="llm-assets-status-test"))
+    vast.machines[instance_id].status_message = "unable to reach the registry mirror; using the cached image"
+    state = client.state(instance_id)
+    assert state.phase == "running" and state.error is None and "unable to" in state.message
+    vast.faults.bootstrap_failure = "image pull"
+    failed_id, _ = client.create(OfferQuery(gpu_name="RTX 4090"), InstanceSpec(image="w", onstart="true",
+                                                                              label="llm-assets-status-test2"))
+    ended = client.state(failed_id)
+    assert ended.phase == "succeeded" and "pull access denied" in ended.message  # exited: the loop decides
+    assert [row["label"] for row in client.instances()] == ["llm-assets-status-test", "llm-assets-status-test2"]
+    for machine in (instance_id, failed_id):
+        client.destroy(machine)
+        assert client.state(machine).phase == "gone"
+    with pytest.raises(Exception, match="no instance"):
+        client.destroy(instance_id)  # Vast's 404 for an instance that no longer exists
+    assert vast.leaked() == []
