@@ -9,6 +9,7 @@ Llama is not thread-safe); answers, stream chunks and errors go back as (request
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import traceback
 
@@ -59,17 +60,35 @@ class Cancelled(Exception):
     pass
 
 
-def _cancel_check(request_id: int, cancelled: set, drain_pipe):
-    """A llama.cpp logits processor that stops a non-streamed answer between two tokens once its request is
-    cancelled: the client's deadline passed or it went away, so nobody will read the rest."""
-    from llama_cpp import LogitsProcessorList
+@contextlib.contextmanager
+def _stops_when_cancelled(llm, request_id: int, cancelled: set, drain_pipe):
+    """Stop a non-streamed answer between two tokens once its request is cancelled (its deadline passed or its
+    client went away: nobody will read the rest).
 
-    def check(input_ids, scores):
+    llama-cpp-python checks `stopping_criteria` in Python after each token, where an exception propagates (a
+    logits processor runs inside a C callback that swallows it). Chat completions reach create_completion
+    through the chat handler, which takes no criteria of ours, so the check is added to every create_completion
+    call made inside this block (one request at a time in this process).
+    """
+    from llama_cpp import StoppingCriteriaList
+
+    def check(input_ids, logits) -> bool:
         drain_pipe()
         if request_id in cancelled:
             raise Cancelled()
-        return scores
-    return LogitsProcessorList([check])
+        return False
+
+    original = llm.create_completion
+
+    def create_completion(*args, **kwargs):
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), check])
+        return original(*args, **kwargs)
+
+    llm.create_completion = create_completion
+    try:
+        yield
+    finally:
+        del llm.create_completion  # the method again
 
 
 def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str = "auto") -> None:
@@ -117,9 +136,11 @@ def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str 
 
                     conn.send((request_id, "done", run_smoke(llm, **params).to_dict()))
                     continue
-                if kind in ("chat", "completion") and not params.get("stream"):
-                    params = {**params, "logits_processor": _cancel_check(request_id, cancelled, drain_pipe)}
-                result = JOBS[kind](**params)(llm)
+                if params.get("stream"):
+                    result = JOBS[kind](**params)(llm)
+                else:
+                    with _stops_when_cancelled(llm, request_id, cancelled, drain_pipe):
+                        result = JOBS[kind](**params)(llm)
                 if params.get("stream"):
                     for chunk in result:
                         drain_pipe()
