@@ -195,11 +195,13 @@ class Lifecycle:
         """Terminate `job_id`, retried with backoff until the provider confirms it gone."""
         last: Optional[BaseException] = None
         for attempt in range(self.terminate_attempts):
+            failed = False
             try:
                 self.machines.terminate(job_id)
             except Exception as exc:  # noqa: BLE001 - "not found" is fine if the lookup below agrees
-                last = exc
-            if self._confirmed_gone(job_id):
+                last, failed = exc, True
+            # A refused call changed nothing to wait for: one look, then the next attempt (it bills meanwhile).
+            if self._confirmed_gone(job_id, wait=not failed):
                 return
             if attempt + 1 < self.terminate_attempts:
                 self.warn(f"{self.backend}: machine {job_id} is not confirmed terminated (attempt {attempt + 1}/"
@@ -210,8 +212,8 @@ class Lifecycle:
             f"attempts{f' (last error: {last})' if last else ''}; it may still be billing: terminate it in the "
             f"provider's console")
 
-    def _confirmed_gone(self, job_id: str) -> bool:
-        deadline = self.clock() + self.terminate_confirm_seconds
+    def _confirmed_gone(self, job_id: str, wait: bool = True) -> bool:
+        deadline = self.clock() + (self.terminate_confirm_seconds if wait else 0.0)
         while True:
             try:
                 if self.machines.is_gone(job_id):
