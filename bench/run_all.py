@@ -2,7 +2,8 @@
 
 Keys: train_speedup, train_loss_ratio (project / baseline validation loss),
 eval_speedup, orchestration_overhead, data_1m_seconds, data_1m_peak_rss_gb,
-train_peak_rss_gb, plus the machine (CPU, cores, bf16, load at start and end)
+train_peak_rss_gb, faults_duplicate_machines, faults_leaked_machines, faults_runs_over_budget
+(bench/remote_faults.py), plus the machine (CPU, cores, bf16, load at start and end)
 and the secondary figures each script returns. bench/serve_swap.py (serving)
 runs too where it exists; its absence or failure is reported, never fatal.
 
@@ -28,6 +29,8 @@ import benchlib  # noqa: E402
 import data_scale  # noqa: E402
 import eval_speed  # noqa: E402
 import orchestration_overhead  # noqa: E402
+import remote_faults  # noqa: E402
+import structured_output  # noqa: E402
 import train_speed  # noqa: E402
 
 QUICK = {
@@ -35,6 +38,7 @@ QUICK = {
     "eval": ["--examples", "20", "--repeats", "1", "--pretrain-steps", "10"],
     "orchestration": ["--rows", "300", "--steps", "5", "--examples", "10", "--pretrain-steps", "5", "--repeats", "1"],
     "data": ["--rows", "20000", "--baseline-rows", "5000"],
+    "faults": ["--launches", "30"],
 }
 
 
@@ -63,7 +67,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that every benchmark runs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the training runs (0: default)")
     parser.add_argument("--skip", action="append", default=[], choices=["train", "eval", "orchestration", "data",
-                                                                        "serve"], help="leave a benchmark out")
+                                                                        "serve", "structured"],
+                        help="leave a benchmark out")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     figures: dict = {"machine": benchlib.machine()}
@@ -83,6 +88,13 @@ def main(argv=None) -> dict:
         figures |= data_scale.main(extra("data"))
     if "serve" not in args.skip:
         figures |= serve_swap(args.quick)
+    if "faults" not in args.skip:
+        faults = remote_faults.main(extra("faults"))
+        figures |= {f"faults_{k}": v for k, v in faults.items() if k in (
+            "launches", "duplicate_machines", "leaked_machines", "runs_over_budget", "worst_billed_over_cap")}
+    if "structured" not in args.skip:
+        quick = ["--schemas", "50"] if args.quick else []
+        figures |= {f"structured_{k}": v for k, v in structured_output.main(quick).items()}
     figures["machine"]["load_1min_at_end"] = round(__import__("os").getloadavg()[0], 2)
     figures["bench_seconds"] = round(time.perf_counter() - started, 1)
     figures["quick"] = args.quick
