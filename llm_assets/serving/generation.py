@@ -8,6 +8,7 @@ import itertools
 import json
 from typing import AsyncIterator, Callable
 
+from llm_assets.serving.grammar import compile_in_process, parse_error
 from llm_assets.serving.pet import decision_grammar, validate_decision
 from llm_assets.serving.schemas import ApiError
 
@@ -54,47 +55,30 @@ def _fit(llm, n_prompt: int, max_tokens: int) -> None:
                        f"shorten the prompt or lower max_tokens", param="prompt", code="context_length_exceeded")
 
 
-def response_grammar(response_format: dict | None):
-    """A llama.cpp grammar for OpenAI's response_format, or None for free text."""
-    if not response_format or response_format.get("type", "text") == "text":
-        return None
-    from llama_cpp import LlamaGrammar
-    from llama_cpp.llama_grammar import JSON_GBNF
-
-    kind = response_format.get("type")
-    try:
-        if kind == "json_object":
-            schema = response_format.get("schema")
-            return (LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema
-                    else LlamaGrammar.from_string(JSON_GBNF, verbose=False))
-        if kind == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema")
-            if not isinstance(schema, dict):
-                raise ValueError("json_schema.schema must be an object")
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise ApiError(400, f"response_format: cannot build a grammar from it: {exc}",
-                       param="response_format") from exc
-    raise ApiError(400, f"response_format.type={kind!r}: want text, json_object or json_schema",
-                   param="response_format")
-
-
-def completion_job(prompt: str, max_tokens: int, stream: bool, **sampling) -> Callable:
+def completion_job(prompt: str, max_tokens: int, stream: bool, include_usage: bool = False, **sampling) -> Callable:
     def job(llm):
         _fit(llm, len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)), max_tokens)
-        return llm.create_completion(prompt, max_tokens=max_tokens, stream=stream, **sampling)
+        sampled = _sample_log(llm) if stream and include_usage else None
+        result = llm.create_completion(prompt, max_tokens=max_tokens, stream=stream, **sampling)
+        return _with_usage(result, llm, sampled) if sampled is not None else result
     return job
 
 
-def chat_job(messages: list[dict], max_tokens: int, stream: bool, response_format: dict | None = None,
-             **sampling) -> Callable:
+def chat_job(messages: list[dict], max_tokens: int, stream: bool, grammar: str | None = None,
+             response_format: dict | None = None, include_usage: bool = False, **sampling) -> Callable:
+    """A chat answer, decoded with `grammar` (GBNF text from grammar.compile_response_format, compiled outside this
+    process) when one is given. `response_format` is the older way in, compiled here without a time bound; it is
+    used only while the server still sends it instead of `grammar`."""
     def job(llm):
-        grammar = response_grammar(response_format)
+        text = grammar if grammar is not None else compile_in_process(response_format)
+        constraint = None if text is None else _llama_grammar(text)
+        sampled = _sample_log(llm) if stream and include_usage else None
         try:
-            result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, grammar=grammar,
+            result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, grammar=constraint,
                                                 **sampling)
             if stream:  # the prompt is evaluated on the first step: surface its errors before answering
-                return _peeked(result)
+                result = _peeked(result)
+                return _with_usage(result, llm, sampled) if sampled is not None else result
             return result
         except ValueError as exc:
             if CONTEXT_OVERFLOW in str(exc):
@@ -102,6 +86,54 @@ def chat_job(messages: list[dict], max_tokens: int, stream: bool, response_forma
                                param="messages", code="context_length_exceeded") from exc
             raise
     return job
+
+
+def _llama_grammar(text: str):
+    """LlamaGrammar of GBNF text, refused with a 400 when llama.cpp cannot parse it: llama-cpp-python would add the
+    missing sampler to its chain anyway and this process would segfault."""
+    from llama_cpp import LlamaGrammar
+
+    error = parse_error(text)
+    if error:
+        raise ApiError(400, f"response_format: llama.cpp cannot use the grammar: {error}", param="response_format",
+                       code="invalid_schema")
+    return LlamaGrammar.from_string(text, verbose=False)
+
+
+def _sample_log(llm) -> list[int]:
+    """The tokens `llm` samples from now on, for a stream's usage. llama-cpp-python reports no usage when it
+    streams and keeps its token lists to itself; its generator calls llm.sample once per token, so a recorder
+    put in front of it once (this process's Llama, jobs one at a time) sees every token, the last one too."""
+    log = llm.__dict__.get("_sampled_tokens")
+    if log is None:
+        log, sample = [], llm.sample
+
+        def recording_sample(*args, **kwargs):
+            token = sample(*args, **kwargs)
+            log.append(token)
+            return token
+
+        llm.sample, llm._sampled_tokens = recording_sample, log
+    log.clear()
+    return log
+
+
+def _with_usage(chunks, llm, sampled: list[int]):
+    """The stream's chunks, then OpenAI's usage chunk (no choices, the same id). Counted as llama-cpp-python
+    counts a whole answer: the tokens it kept (an end-of-generation token is sampled, never kept), and the prompt
+    as the context's length less the kept tokens (the last sampled token is never evaluated)."""
+    import llama_cpp
+
+    last = None
+    for last in chunks:
+        yield last
+    if last is None:
+        return
+    kept = len(sampled) - bool(sampled and llama_cpp.llama_vocab_is_eog(llm._model.vocab, sampled[-1]))
+    prompt = llm.n_tokens - max(len(sampled) - 1, 0)
+    yield {"id": last["id"], "object": last["object"], "created": last["created"], "model": last["model"],
+           "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": kept,
+                                    "total_tokens": prompt + kept}}
 
 
 def _peeked(iterator):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llm_assets.core import pet_task as pt
 
@@ -22,6 +22,13 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(default=False, description="Send one more chunk before [DONE], with no choices "
+                                "and the request's token usage.")
+
+
 class _Sampling(BaseModel):
     # Unknown OpenAI parameters are ignored (clients send some by default); unsupported ones that change
     # the answer's shape are refused below by name.
@@ -33,6 +40,8 @@ class _Sampling(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: Optional[Union[str, list[str]]] = Field(default=None, description="Up to 4 stop strings.")
     stream: bool = Field(default=False, description="Answer as server-sent events.")
+    stream_options: Optional[StreamOptions] = Field(default=None, description="With stream: {'include_usage': "
+                                                    "true} adds a usage chunk at the end.")
     seed: Optional[int] = Field(default=None, description="Sampling seed.")
     n: int = Field(default=1, description="Answers per request; only 1 is supported.")
     logprobs: Optional[Any] = Field(default=None, description="Not supported; must be absent or null/false.")
@@ -43,6 +52,18 @@ class _Sampling(BaseModel):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError(f"at most 4 stop strings, got {len(v)}")
         return v
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, v, info: ValidationInfo):
+        if v is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return v
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed answer ends with a usage chunk."""
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
     @field_validator("n")
     @classmethod
@@ -77,16 +98,33 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant"]
-    content: Union[str, list[dict], None] = None
+    # Validated even when absent: only an assistant's turn may come without content (as in OpenAI's API).
+    content: Union[str, list[dict], None] = Field(default=None, validate_default=True)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_content(cls, v, info: ValidationInfo):
+        """One message per problem, naming the part (before pydantic's union would report each member)."""
+        if v is None:
+            role = info.data.get("role")
+            if role in ("system", "user"):
+                raise ValueError(f"a {role} message needs content: a string or a list of text parts")
+            return v
+        if isinstance(v, str):
+            return v
+        if not isinstance(v, list):
+            raise ValueError("want a string or a list of content parts like {'type': 'text', 'text': '...'}")
+        for i, part in enumerate(v):  # OpenAI's content parts: only text is understood here
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"part {i}: only text content parts are supported, got {kind!r}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f"part {i}: a text part needs 'text', a string")
+        return v
 
     def text(self) -> str:
-        if isinstance(self.content, list):  # OpenAI's content parts: only text is understood here
-            parts = []
-            for part in self.content:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError(f"only text content parts are supported, got type {part.get('type')!r}")
-                parts.append(part["text"])
-            return "".join(parts)
+        if isinstance(self.content, list):
+            return "".join(part["text"] for part in self.content)
         return self.content or ""
 
 

@@ -1,0 +1,237 @@
+"""A request's response_format turned into llama.cpp grammar text (GBNF), bounded, in worker processes of its own.
+
+Why not in the model process, nor in the event loop: llama-cpp-python's json_schema_to_gbnf is pure Python with no
+bound on its work. A 50-byte schema {"pattern": "^(ab){0,100000000}$"} asks for a gigabyte of grammar text, 23 KB
+of optional properties take a second, and a grammar llama.cpp cannot parse (maxItems 5000 is enough)
+makes llama.cpp return no sampler, which llama-cpp-python adds to its chain anyway: the process segfaults. Done in
+the model process, one such request stalls or kills the model for every client; done in the server's process, it
+holds the GIL the event loop needs. Here it runs in a small pool of long-lived worker processes with a memory cap;
+a compile past its time limit has its worker killed and replaced, and every grammar is parsed by llama.cpp's own
+parser before it is handed out, so the model process only ever receives grammar text that it can use.
+
+The server calls compile_response_format (in a thread); the workers (grammar_pool.py) run build_grammar; the model
+process builds LlamaGrammar.from_string(text). Workers import this module: its top level stays stdlib-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from typing import NamedTuple, Optional
+
+DEFAULT_MAX_SCHEMA_BYTES = 65_536
+DEFAULT_MAX_DEPTH = 64
+DEFAULT_MAX_GRAMMAR_BYTES = 262_144
+DEFAULT_TIMEOUT_S = 5.0
+REPETITION_KEYS = ("minItems", "maxItems", "minLength", "maxLength")
+KINDS = ("text", "json_object", "json_schema")
+ENUM_RANGE = 101  # bounded integers with at most this many values are decoded as an enum (0..100 is one)
+DATA_KEYS = ("enum", "const", "default", "examples")  # values, not schemas: never rewritten
+# llama-cpp-python's converter lets a string hold raw control characters (its char rule starts [^"\\]), which
+# strict JSON and every parser an answer meets refuse: an untrained model wrote them into 10% of the structured
+# run's answers. llama.cpp's own converter and JSON_GBNF exclude them; so do the grammars built here.
+LOOSE_CHAR, STRICT_CHAR = r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+class GrammarRejected(Exception):
+    """A schema the grammar cannot be built from (raised where ApiError's module is not imported: the workers)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def api_error(status: int, message: str, code: str, **kwargs):
+    """ApiError(status) about the response_format."""
+    from llm_assets.serving.schemas import ApiError  # not at the top: workers import this module
+
+    return ApiError(status, message, param="response_format", code=code, **kwargs)
+
+
+class Job(NamedTuple):
+    """What a worker compiles."""
+
+    kind: str  # json_object or json_schema
+    schema_text: Optional[str]  # the schema as compact JSON; None: any JSON object (llama.cpp's JSON_GBNF)
+    where: str  # the schema's name in messages, e.g. response_format.json_schema.schema
+
+
+def checked(response_format: dict | None, max_schema_bytes: int, max_depth: int, max_grammar_bytes: int
+            ) -> Job | None:
+    """The compile job of a response_format, or None for free text; raises ApiError(400) naming what is wrong.
+    Cheap checks only (shape, size, depth, repetition counts): they run in the server's thread."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise api_error(400, f"response_format must be an object, got {type(response_format).__name__}",
+                         "invalid_value")
+    kind = response_format.get("type", "text")
+    if kind not in KINDS:
+        raise api_error(400, f"response_format.type={kind!r}: want text, json_object or json_schema",
+                         "invalid_value")
+    if kind == "text":
+        return None
+    if kind == "json_object":  # llama.cpp's extension: an optional schema beside the type
+        where, schema = "response_format.schema", response_format.get("schema")
+        if schema is None:
+            return Job(kind, None, where)
+    else:
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise api_error(400, "response_format.json_schema is required with type json_schema: an object "
+                             "with the answer's JSON schema under 'schema'", "invalid_value")
+        where, schema = "response_format.json_schema.schema", spec.get("schema")
+    if not isinstance(schema, dict):
+        raise api_error(400, f"{where} must be a JSON schema object, got {_short(schema)}", "invalid_schema")
+    _inspect(schema, where, max_depth, max_grammar_bytes)
+    text = json.dumps(schema, separators=(",", ":"))  # key order kept: the grammar writes properties in it
+    size = len(text.encode())
+    if size > max_schema_bytes:
+        raise api_error(400, f"{where} is {size:,} bytes; the limit is {max_schema_bytes:,}", "schema_too_large")
+    return Job(kind, text, where)
+
+
+def _inspect(schema: dict, where: str, max_depth: int, max_grammar_bytes: int) -> None:
+    """Depth and repetition counts, walked without recursion (a deep schema must not crash the checker)."""
+    # Each repetition writes at least a rule name and a space into the grammar: a count above half the grammar
+    # limit can only make a grammar over it, and would cost its memory before the size check could say so.
+    most = max_grammar_bytes // 2
+    stack = [(schema, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            raise api_error(400, f"{where} nests more than {max_depth} levels deep (at {_clip(where + path, 120)}); "
+                             f"the limit is {max_depth}", "schema_too_deep")
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(node, dict) and key in REPETITION_KEYS and isinstance(value, int) and value > most:
+                raise api_error(400, f"{where}{path}.{key}={value:,} would make a grammar over its limit of "
+                                 f"{max_grammar_bytes:,} bytes", "grammar_too_large")
+            if isinstance(value, (dict, list)):
+                stack.append((value, depth + 1, f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"))
+
+
+def build_grammar(job: Job, max_grammar_bytes: int) -> str:
+    """The grammar text of a job, parsed by llama.cpp; GrammarRejected when it cannot be built or used."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    kind, schema_text, where = job
+    if schema_text is None:
+        text = JSON_GBNF
+    else:
+        try:
+            text = json_schema_to_gbnf(json.dumps(_small_ranges_as_enums(json.loads(schema_text))))
+            text = text.replace(LOOSE_CHAR, STRICT_CHAR)
+        except MemoryError:
+            raise
+        except RecursionError:
+            raise GrammarRejected("invalid_schema", f"{where} nests too deeply for the grammar converter") from None
+        except Exception as exc:  # the converter asserts, raises KeyError, TypeError...: all mean "not supported"
+            raise GrammarRejected("invalid_schema", f"{where} cannot be turned into a grammar: {_why(exc)}") from None
+    size = len(text.encode())
+    if size > max_grammar_bytes:
+        raise GrammarRejected("grammar_too_large", f"{where} makes a grammar of {size:,} bytes; the limit is "
+                              f"{max_grammar_bytes:,}")
+    error = parse_error(text)
+    if error:
+        raise GrammarRejected("invalid_schema", f"{where}: llama.cpp cannot use its grammar: {error}")
+    return text
+
+
+def _small_ranges_as_enums(schema):
+    """The schema with each integer bounded on both sides to at most ENUM_RANGE values written as an enum of them:
+    the converter ignores minimum/maximum, an enum it enforces (the same values are allowed either way). Wider
+    ranges stay unenforced: a long alternation slows every sampled token of a large vocabulary."""
+    if isinstance(schema, list):
+        return [_small_ranges_as_enums(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounds = _integer_range(schema) if schema.get("type") == "integer" and not {"enum", "const"} & schema.keys() \
+        else None
+    if bounds and 0 < bounds[1] - bounds[0] + 1 <= ENUM_RANGE:
+        return {"enum": list(range(bounds[0], bounds[1] + 1))}
+    return {k: v if k in DATA_KEYS else _small_ranges_as_enums(v) for k, v in schema.items()}
+
+
+def _integer_range(schema: dict) -> tuple[int, int] | None:
+    """The lowest and highest integer a schema's bounds allow; None when a side is open."""
+    def number(key):
+        v = schema.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    lows = [f(v) for f, v in ((math.ceil, number("minimum")), (lambda x: math.floor(x) + 1,
+                                                               number("exclusiveMinimum"))) if v is not None]
+    highs = [f(v) for f, v in ((math.floor, number("maximum")), (lambda x: math.ceil(x) - 1,
+                                                                number("exclusiveMaximum"))) if v is not None]
+    return (max(lows), min(highs)) if lows and highs else None
+
+
+def parse_error(text: str) -> str | None:
+    """llama.cpp's reason for refusing a grammar, or None when it parses. Redirects this process's stderr for a
+    moment (llama.cpp writes the reason and the whole grammar there): call it where nothing else is writing
+    there (a worker, a model process's job)."""
+    import llama_cpp
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:  # no vocabulary: only the grammar's syntax and rules are checked
+            sampler = llama_cpp.llama_sampler_init_grammar(None, text.encode("utf-8"), b"root")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+            return None
+        sink.seek(0)
+        said = [line.strip() for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    reason = next((line.split("error parsing grammar:", 1)[1].strip() for line in said
+                   if "error parsing grammar:" in line), None)
+    return _clip(reason or (said[0] if said else "the grammar does not parse"))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"unresolved reference or missing key {exc.args[0]!r}"
+    return _clip(f"{exc}" or type(exc).__name__)
+
+
+def _clip(text: str, most: int = 300) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _short(value) -> str:
+    return _clip(json.dumps(value, default=str), 80)
+
+
+def compile_response_format(response_format: dict | None, *, max_schema_bytes: int, timeout_s: float,
+                            max_depth: int = DEFAULT_MAX_DEPTH, max_grammar_bytes: int = DEFAULT_MAX_GRAMMAR_BYTES,
+                            pool=None) -> str | None:
+    """GBNF text for OpenAI's response_format (None for text or none), compiled in a worker process of `pool` (a
+    grammar_pool.GrammarPool; default: the process's shared one); blocking, so call it from a thread. Every refusal
+    is ApiError(400, param="response_format") naming the limit or the problem; a pool whose workers all stay busy
+    answers ApiError(503)."""
+    from llm_assets.serving.grammar_pool import shared_pool
+
+    job = checked(response_format, max_schema_bytes, max_depth, max_grammar_bytes)
+    if job is None:
+        return None
+    return (pool or shared_pool()).compile(job, max_grammar_bytes, timeout_s)
+
+
+def compile_in_process(response_format: dict | None, *, max_schema_bytes: int = DEFAULT_MAX_SCHEMA_BYTES,
+                       max_depth: int = DEFAULT_MAX_DEPTH, max_grammar_bytes: int = DEFAULT_MAX_GRAMMAR_BYTES
+                       ) -> str | None:
+    """The same grammar built in this process, with the same checks but no time or memory bound: for a process
+    that has no pool (a model process handed a response_format by an older caller, a smoke test)."""
+    job = checked(response_format, max_schema_bytes, max_depth, max_grammar_bytes)
+    if job is None:
+        return None
+    try:
+        return build_grammar(job, max_grammar_bytes)
+    except GrammarRejected as exc:
+        raise api_error(400, exc.message, exc.code) from None
