@@ -30,6 +30,8 @@ REPETITION_KEYS = ("minItems", "maxItems", "minLength", "maxLength")
 KINDS = ("text", "json_object", "json_schema")
 ENUM_RANGE = 101  # bounded integers with at most this many values are decoded as an enum (0..100 is one)
 DATA_KEYS = ("enum", "const", "default", "examples")  # values, not schemas: never rewritten
+SHORTHANDS = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}
+EMAIL_PATTERN = r"^[a-zA-Z0-9._+-]+@[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*\.[a-zA-Z]{2,}$"
 # llama-cpp-python's converter lets a string hold raw control characters (its char rule starts [^"\\]), which
 # strict JSON and every parser an answer meets refuse: an untrained model wrote them into 10% of the structured
 # run's answers. llama.cpp's own converter and JSON_GBNF exclude them; so do the grammars built here.
@@ -123,7 +125,7 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
         text = JSON_GBNF
     else:
         try:
-            text = json_schema_to_gbnf(json.dumps(_small_ranges_as_enums(json.loads(schema_text))))
+            text = json_schema_to_gbnf(json.dumps(_for_the_converter(json.loads(schema_text))))
             text = text.replace(LOOSE_CHAR, STRICT_CHAR)
         except MemoryError:
             raise
@@ -141,19 +143,47 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
     return text
 
 
-def _small_ranges_as_enums(schema):
-    """The schema with each integer bounded on both sides to at most ENUM_RANGE values written as an enum of them:
-    the converter ignores minimum/maximum, an enum it enforces (the same values are allowed either way). Wider
-    ranges stay unenforced: a long alternation slows every sampled token of a large vocabulary."""
+def _for_the_converter(schema):
+    """The schema rewritten where llama-cpp-python's converter would miss it, allowing the same answers: an integer
+    bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum; wider ranges stay
+    open, as a long alternation slows every sampled token of a large vocabulary), format email a pattern (it knows
+    no email), and patterns lose the escapes it copies into grammars llama.cpp refuses."""
     if isinstance(schema, list):
-        return [_small_ranges_as_enums(s) for s in schema]
+        return [_for_the_converter(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     bounds = _integer_range(schema) if schema.get("type") == "integer" and not {"enum", "const"} & schema.keys() \
         else None
     if bounds and 0 < bounds[1] - bounds[0] + 1 <= ENUM_RANGE:
         return {"enum": list(range(bounds[0], bounds[1] + 1))}
-    return {k: v if k in DATA_KEYS else _small_ranges_as_enums(v) for k, v in schema.items()}
+    out = {k: v if k in DATA_KEYS else _for_the_converter(v) for k, v in schema.items()}
+    if out.get("format") == "email" and "pattern" not in out:
+        out["pattern"] = EMAIL_PATTERN
+    if isinstance(out.get("pattern"), str):
+        out["pattern"] = _plain_escapes(out["pattern"])
+    return out
+
+
+def _plain_escapes(pattern: str) -> str:
+    r"""\d \w \s as classes, and escaped punctuation as \xHH: the converter copies `\d` or `\.` into the grammar
+    as they are, and llama.cpp refuses them ("unknown escape")."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            e = pattern[i + 1]
+            i += 2
+            if e in SHORTHANDS:
+                out.append(SHORTHANDS[e] if in_class else f"[{SHORTHANDS[e]}]")
+            elif not e.isalnum() and (in_class or e not in "[]()|{}*+?"):  # those the converter unescapes itself
+                out.append(f"\\x{ord(e):02X}" if in_class or ord(e) > 0xFF else f"[\\x{ord(e):02X}]")
+            else:
+                out.append("\\" + e)
+            continue
+        in_class = (c == "[") or (in_class and c != "]")
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _integer_range(schema: dict) -> tuple[int, int] | None:

@@ -24,8 +24,8 @@ def _worker_main(read_fd: int, write_fd: int, memory_bytes: int) -> None:
     """A worker's loop: (job, max_grammar_bytes) in, ("ok", text) or ("rejected", code, message, fatal) out."""
     from multiprocessing.connection import Connection
 
-    _cap_memory(memory_bytes)
     importlib.import_module("llama_cpp.llama_grammar")  # before "ready": a job's time is its compile alone
+    _cap_memory(memory_bytes)  # after: what llama.cpp's library maps (GBs in some GPU builds) is not the job's
 
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     outbox.send(("ready",))
