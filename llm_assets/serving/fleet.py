@@ -35,6 +35,7 @@ class ServedModel:
         self.follower = RegistryFollower(config, self.holder, metrics, model=name, ref=ref, budget=budget,
                                          wanted=config.load == "start")
         self.follower.owner = self
+        self.follower.cache_in_use = lambda: set().union(*(m.follower.shas_in_use() for m in budget.models()))
         self.last_used = 0.0
 
     def touch(self) -> None:
@@ -54,6 +55,9 @@ class LoadBudget:
         self.limit, self._models = limit, models
         self.lock = threading.RLock()
         self.evictions = 0
+
+    def models(self) -> list[ServedModel]:
+        return self._models()
 
     def loaded_bytes(self) -> int:
         return sum(m.holder.loaded_bytes() for m in self._models())

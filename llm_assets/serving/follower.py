@@ -46,6 +46,9 @@ class RegistryFollower:
         self.wanted = wanted
         self.record: VersionRecord | None = None
         self.owner = None  # the ServedModel this follows for, never evicted to make room for itself
+        self.previous_sha: str | None = None
+        # Every follower's files, when the cache is shared (set by the Fleet); alone, its own.
+        self.cache_in_use = self.shas_in_use
         self.cache_dir = Path(config.cache_dir).expanduser()
         self._smoke_rows = smoke_rows(config.smoke_items)
         self._registry: ModelRegistry | None = None
@@ -156,7 +159,8 @@ class RegistryFollower:
         self.metrics.swap("success", seconds)
         log.info("now serving %s v%s (%d bytes, swap %.2fs; smoke: %s)", record.model, record.version,
                  info.bytes, seconds, smoke.reason)
-        self._evict_cache(keep={info.sha256, before_sha})
+        self.previous_sha = before_sha
+        self._evict_cache(keep=self.cache_in_use())
         return f"swapped v{before} -> v{record.version}"
 
     def _failed_swap(self, record: VersionRecord, before: int | None, exc: SwapFailed) -> str:
@@ -279,9 +283,16 @@ class RegistryFollower:
             raise SwapFailed("smoke", result.reason)
         return slot, result
 
+    def shas_in_use(self) -> set:
+        """Files this follower needs kept: the served one, the one it replaced (a rollback needs no download) and
+        the alias's target (fetched, perhaps not loaded yet)."""
+        current = self.holder.current
+        return {sha for sha in (current.info.sha256 if current else None, self.previous_sha,
+                                self.record.gguf_sha256 if self.record else None) if sha}
+
     def _evict_cache(self, keep: set) -> None:
-        """Keep the served file and the one it replaced (a rollback needs no download); drop older ones.
-        A draining model's file may go too: its mapping stays valid until the model is closed."""
+        """Drop cached files no served model needs (the cache is shared by every model's follower). A draining
+        model's file may go too: its mapping stays valid until the model is closed."""
         for path in self.cache_dir.glob("*.gguf"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
