@@ -17,10 +17,6 @@ JSON_ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/pet/decide")
 SENT_CONTENT_TYPE = "llm_assets.sent_content_type"
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class JsonWhateverContentType:
     """Reads a JSON route's body as JSON whatever its Content-Type. `curl -d '{...}'` declares
     application/x-www-form-urlencoded, and FastAPI would hand the raw bytes to the model ("Input should be a
@@ -46,7 +42,7 @@ def _is_json(content_type: str) -> bool:
 
 
 class LimitsAndMetrics:
-    """Refuses bodies over max_body_bytes with 413 (by Content-Length, or while reading a chunked body), and
+    """Refuses bodies over max_body_bytes with 413 (by Content-Length, or by reading a chunked body first), and
     records each request's status and time to its last byte (streams included) per route."""
 
     def __init__(self, app, metrics: Metrics, max_body_bytes: int):
@@ -63,29 +59,30 @@ class LimitsAndMetrics:
             await self._too_large(send, status)
             self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
             return
-        seen = {"bytes": 0, "started": False}
-
-        async def limited_receive():
-            message = await receive()
-            if message["type"] == "http.request":
-                seen["bytes"] += len(message.get("body", b""))
-                if seen["bytes"] > self.max_body_bytes:
-                    raise BodyTooLarge()
-            return message
+        if scope["method"] in ("POST", "PUT", "PATCH") and length is None:
+            # A chunked body: read it whole here (up to the limit) and hand the app the bytes, so an oversized
+            # one is our 413, never the framework's 400 from an exception inside its body parser.
+            body, more = b"", True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body_bytes:
+                    await self._too_large(send, status)
+                    self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+                    return
+            receive = _replay(body, receive)
 
         async def timed_send(message):
             if message["type"] == "http.response.start":
-                status["code"], seen["started"] = message["status"], True
+                status["code"] = message["status"]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
 
-        try:
-            await self.app(scope, limited_receive, timed_send)
-        except BodyTooLarge:
-            if not seen["started"]:
-                await self._too_large(send, status)
-                self.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+        await self.app(scope, receive, timed_send)
 
     async def _too_large(self, send, status: dict) -> None:
         status["code"] = 413
@@ -95,6 +92,19 @@ class LimitsAndMetrics:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive):
+    """A receive() that gives the body already read, then waits on the connection (for a disconnect)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 def validation_message(errors: list[dict]) -> tuple[str, str | None, str]:

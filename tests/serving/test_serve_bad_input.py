@@ -48,6 +48,12 @@ def test_malformed_json_and_oversized_body(server):
     assert error["message"].startswith("malformed JSON body") and error["code"] == "invalid_json"
     error = error_of(post(server, "/v1/completions", json={"model": MODEL, "prompt": "x" * 10_000}), 413)
     assert "larger than 4096 bytes" in error["message"]
+    chunks = (b'{"model": "pet-brain", "prompt": "' + b"x" * 1000 for _ in range(10))  # chunked: no length
+    error = error_of(post(server, "/v1/completions", content=chunks, headers={"content-type": "application/json"}),
+                     413)
+    assert error["code"] == "request_too_large"
+    small = iter([b'{"model": "pet-brain", ', b'"prompt": "hi", "max_tokens": 2}'])  # chunked and small: served
+    assert post(server, "/v1/completions", content=small, headers={"content-type": "application/json"}).status_code == 200
     error = error_of(post(server, "/v1/completions", content=b"[1, 2]", headers={"content-type": "application/json"}), 400)
     assert "body" in error["message"]
 
