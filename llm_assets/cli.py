@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from llm_assets.core.promotion import gate_value
 
@@ -67,6 +68,8 @@ def _add_registry_commands(commands) -> None:
     action("lineage", _lineage, "where a version came from: GGUF, gate, adapter, base model, data, benchmark"
            ).add_argument("target", metavar="MODEL[@ALIAS|@VERSION]", help="default alias: production")
     action("history", _history, "alias moves, status changes and notes, oldest first").add_argument("model")
+    action("which", _which, "the registry version(s) of a GGUF file, by its sha256, and the provenance it "
+           "carries").add_argument("path", metavar="GGUF")
     p = action("promote", _promote, "make a version production; the old production becomes previous")
     p.add_argument("model")
     p.add_argument("version", help="version number or @alias")
@@ -141,6 +144,26 @@ def _lineage(registry, args) -> dict:
                                               if k != "kind" and v not in (None, [], {})) or "-")
                       for step in lineage["chain"]], indent="  ")]
     return {"data": lineage, "text": "\n".join(lines)}
+
+
+def _which(registry, args) -> dict:
+    from llm_assets.core.artifacts import sha256_file
+    from llm_assets.core.gguf_convert import read_provenance
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise _UsageError(f"{path}: no such file")
+    sha = sha256_file(path)
+    provenance = read_provenance(path)
+    found = registry.versions_with_gguf(sha)
+    data = {"sha256": sha, "provenance": provenance, "versions": [r.to_dict() for r in found]}
+    rows = [[r.model, _v(r.version), r.status, ",".join(r.aliases) or "-", r.dataset_version or "-",
+             r.dagster_run_id or "-"] for r in found]
+    lines = [f"{path}: sha256 {sha}", "provenance: " + (", ".join(f"{k}={v}" for k, v in provenance.items())
+                                                         or "none (not made by llm-assets)")]
+    lines.append(_table(["MODEL", "VERSION", "STATUS", "ALIASES", "DATASET", "RUN"], rows) if rows
+                 else "in no registry version")
+    return {"data": data, "text": "\n".join(lines)}
 
 
 def _history(registry, args) -> dict:

@@ -144,3 +144,28 @@ def test_the_demo_summary_reads_what_this_run_wrote(run):
     variant = report["gate"]["variant"] or next(iter(gguf["variants"]))
     assert summary["gguf"].endswith(gguf["variants"][variant]["file"]) and summary["seconds"] == 12.3
     assert summary["gguf_bytes"] == gguf["variants"][variant]["bytes"]
+
+
+def test_a_gguf_found_on_a_disk_says_where_it_came_from(run):
+    """Every variant carries its model, dataset version, run and commit in its own metadata (the quantizer keeps
+    what the converter wrote), and `llm-assets registry which FILE` finds its registry version by sha256."""
+    import subprocess
+    import sys
+
+    from llm_assets.core.gguf_convert import read_provenance
+
+    result, store, root = run
+    gguf, dataset = manifest(run, "gguf_model"), manifest(run, "training_dataset")
+    folder = store.local_path(gguf["uri"])
+    for variant in gguf["variants"].values():
+        provenance = read_provenance(folder / variant["file"])
+        assert provenance["model"] == "pet-brain" and provenance["dataset_version"] == dataset["sha256"][:16]
+        assert provenance["dagster_run_id"] == result.run_id and provenance["adapter_sha256"]
+    registered = manifest(run, "eval_report")["gate"]["variant"] or next(iter(gguf["variants"]))
+    path = folder / gguf["variants"][registered]["file"]
+    out = subprocess.run([sys.executable, "-m", "llm_assets.cli", "registry", "which", str(path), "--db",
+                          f"sqlite:///{root}/registry.db", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = __import__("json").loads(out.stdout)
+    assert [(v["model"], v["version"], v["dataset_version"]) for v in found["versions"]] == \
+        [("pet-brain", 1, dataset["sha256"][:16])]

@@ -1,12 +1,11 @@
 """Registry stage: every evaluated GGUF becomes a registered version (candidate or rejected); production_model is
 what is deployed."""
 
-import subprocess
-
 import dagster as dg
 from pydantic import Field
 
 from llm_assets.assets.automation import follows
+from llm_assets.stages.io import code_version
 from llm_assets.core.artifacts import ArtifactStore
 from llm_assets.core.registry import (
     PRODUCTION, STAGING, ModelRegistry, RegistryError, RegistryNotFoundError, VersionRecord,
@@ -14,15 +13,6 @@ from llm_assets.core.registry import (
 from resources.artifact_store import ArtifactStoreResource
 from resources.model_catalog import MODEL_PARTITIONS
 from resources.registry import ModelRegistryResource
-
-
-def code_version() -> str | None:
-    """The git commit of the code that produced a version, when the code is a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # Each manifest names the sha256 of the manifest it was made from: (made, field, from).

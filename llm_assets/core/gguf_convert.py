@@ -42,12 +42,17 @@ class _PlannedTensor:
     load: Callable[[], "object"]  # returns a float32 torch tensor, already transformed
 
 
+PROVENANCE_PREFIX = "llm_assets."
+
+
 def convert_to_gguf(model_dir: str | Path, out_path: str | Path, outtype: str = "f16",
-                    verify_tokenizer: bool = True) -> Path:
+                    verify_tokenizer: bool = True, provenance: dict[str, str] | None = None) -> Path:
     """Convert a saved HF causal LM folder to one GGUF file at `out_path` (atomic).
 
     outtype "f32" keeps every tensor in float32; "f16" stores matrices in
     float16 and keeps 1-D tensors (norms, biases) in float32 as llama.cpp does.
+    `provenance` (model name, dataset version, training commit, run...) is written as `llm_assets.<key>` string
+    metadata, which llama.cpp's quantizer copies: a file found on a disk says where it came from.
     """
     import gguf
     import numpy as np
@@ -62,7 +67,10 @@ def convert_to_gguf(model_dir: str | Path, out_path: str | Path, outtype: str = 
     with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         try:
-            writer.add_name(model_dir.name)
+            writer.add_name((provenance or {}).get("model") or model_dir.name)
+            for key, value in sorted((provenance or {}).items()):
+                if value is not None:
+                    writer.add_string(PROVENANCE_PREFIX + key, str(value))
             writer.add_file_type(gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
             _add_hparams(writer, config)
             add_vocab(writer, model_dir, config, tokenizer)
@@ -249,3 +257,15 @@ def _loader(path: Path, hf_name: str, permute_heads: int | None):
             raise DataFormatError(path, None, f"cannot read tensor {hf_name!r}: {e}") from e
         return _permute(t, permute_heads) if permute_heads else t
     return load
+
+
+def read_provenance(path: str | Path) -> dict[str, str]:
+    """The `llm_assets.*` metadata of a GGUF file (empty for files made elsewhere)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    out = {}
+    for name, field in reader.fields.items():
+        if name.startswith(PROVENANCE_PREFIX):
+            out[name[len(PROVENANCE_PREFIX):]] = bytes(field.parts[field.data[0]]).decode("utf-8")
+    return out

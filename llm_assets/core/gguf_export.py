@@ -123,6 +123,7 @@ def export_gguf_variants(
     float_type: str = "f16",
     quantizations: Sequence[str] = ("q8_0", "q4_k_m"),
     threads: int | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Write `{name}-{variant}.gguf` for the float type and each quantization.
 
@@ -136,7 +137,8 @@ def export_gguf_variants(
     for q in quantizations:  # fail before minutes of conversion, not after
         _ftype(q)
     out_dir = Path(out_dir)
-    paths = {float_type: convert_to_gguf(model_dir, out_dir / f"{name}-{float_type}.gguf", float_type)}
+    paths = {float_type: convert_to_gguf(model_dir, out_dir / f"{name}-{float_type}.gguf", float_type,
+                                         provenance=provenance)}
     for q in dict.fromkeys(quantizations):
         paths[q] = quantize_gguf(paths[float_type], out_dir / f"{name}-{q}.gguf", q, threads)
     return {

@@ -8,7 +8,7 @@ from pathlib import Path
 from llm_assets.core import gguf_export
 from llm_assets.core.hyperparameters import ExportParams
 from llm_assets.core.model_card import PET_EXAMPLE_PROMPT, render_model_card
-from llm_assets.stages.io import StageContext, StageResult, describe, fetch, meta, publish
+from llm_assets.stages.io import StageContext, StageResult, code_version, describe, fetch, meta, publish
 
 def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResult:
     """A float GGUF and its llama.cpp quantizations of the merged model, each with a Modelfile and a card, named
@@ -22,7 +22,11 @@ def run(inputs: dict, params: ExportParams, context: StageContext) -> StageResul
         adapter = fetch(context.store, lora_adapter, tmp / "adapter")
         merged = gguf_export.merge_adapter(base, adapter, tmp / "merged")
         out = tmp / "gguf_model"
-        variants = gguf_export.export_gguf_variants(merged, out, name_prefix, params.float_type, quantizations)
+        provenance = {"model": name_prefix, "dataset_version": training_dataset["sha256"][:16],
+                      "training_commit": code_version(), "dagster_run_id": context.run_id,
+                      "adapter_sha256": lora_adapter["sha256"], "base_model": base_model.get("model_id")}
+        variants = gguf_export.export_gguf_variants(merged, out, name_prefix, params.float_type, quantizations,
+                                                    provenance=provenance)
         for name, variant in variants.items():
             gguf = out / f"{name_prefix}-{name}.gguf"
             gguf_export.write_modelfile(gguf, out / f"Modelfile.{name}")

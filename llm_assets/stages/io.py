@@ -72,3 +72,14 @@ def checkpoint_dir(*parts: str) -> Path:
     so a retried step resumes."""
     root = Path(os.environ.get("LLM_ASSETS_CHECKPOINT_DIR", Path.cwd() / "artifacts" / "checkpoints"))
     return root / hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def code_version() -> str | None:
+    """The git commit of the code that produced an artifact, when the code is a git checkout."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True, cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -104,6 +104,13 @@ class ModelRegistry:
             names = self._alias_names_by_version_id(s, m)
             return [self._record(s, m, row, names) for row in rows]
 
+    def versions_with_gguf(self, sha256: str) -> list[VersionRecord]:
+        """Every version whose GGUF has this sha256 (a file found on a disk, traced back)."""
+        with self._tx("find gguf") as s:
+            rows = s.scalars(select(ModelVersion).where(ModelVersion.gguf_sha256 == sha256)
+                             .order_by(ModelVersion.model_id, ModelVersion.version)).all()
+            return [self._record(s, s.get(Model, row.model_id), row) for row in rows]
+
     def history(self, model: str) -> list[HistoryEvent]:
         with self._tx("history") as s:
             m = self._model(s, model)
