@@ -58,6 +58,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             yield
         finally:
             await anyio.to_thread.run_sync(state.fleet.stop)
+            await anyio.to_thread.run_sync(state.grammars.close)
 
     app = FastAPI(title="llm-assets serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.serve = state
@@ -207,7 +208,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
 
 def _sampling(body) -> dict:
-    out = {"temperature": body.temperature, "top_p": body.top_p, "stop": body.stop or []}
+    out = {"temperature": body.temperature, "top_p": body.top_p, "stop": body.stop or [],
+           "include_usage": body.include_usage}
     if body.seed is not None:
         out["seed"] = body.seed
     return out
@@ -241,6 +243,7 @@ def _health(state: ServerState, detailed: bool) -> JSONResponse:
     body = {"status": status}
     if detailed:
         body.update(models={key: detail for key, (_, detail) in models.items()},
-                    loaded_bytes=state.fleet.budget.loaded_bytes(), memory_budget_bytes=state.config.memory_budget_bytes,
+                    loaded_bytes=state.fleet.budget.loaded_bytes(),
+                    memory_budget_bytes=state.config.memory_budget_bytes,
                     registry_error=state.fleet.discovery_error)
     return JSONResponse(body, status_code=503 if status == "unavailable" else 200)

@@ -53,6 +53,23 @@ class ServeConfig(BaseModel):
     llama_repack: str = Field(default="auto", description=REPACK_HELP)
     max_tokens_limit: int = Field(default=512, ge=1, description="Largest max_tokens a request may ask for.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body; larger is 413.")
+    grammar_max_schema_bytes: int = Field(default=65_536, ge=1024, description="Largest response_format JSON "
+                                          "schema, in bytes of compact JSON; larger is a 400 naming its size.")
+    grammar_max_depth: int = Field(default=64, ge=2, description="Deepest nesting (objects and arrays) of a "
+                                   "response_format schema; deeper is a 400.")
+    grammar_max_bytes: int = Field(default=262_144, ge=4096, description="Largest grammar a response_format may "
+                                   "compile to; larger, or a minItems/maxItems/minLength/maxLength that would make "
+                                   "one, is a 400.")
+    grammar_timeout_s: float = Field(default=5.0, gt=0, description="Longest a response_format's grammar may take "
+                                     "to compile in a grammar worker; then the worker is killed and replaced and the "
+                                     "request gets a 400 (remembered for that schema). Also the longest wait for a "
+                                     "free worker (then 503).")
+    grammar_workers: int = Field(default=2, ge=1, description="Worker processes compiling response_format "
+                                 "grammars, each with llama.cpp's library loaded.")
+    grammar_worker_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description="Memory a grammar worker "
+                                             "may map beyond what it holds at start; a schema needing more is a 400.")
+    grammar_cache_bytes: int = Field(default=16 << 20, ge=0, description="Compiled grammars and refusals kept by "
+                                     "schema hash, least recently used dropped first.")
     memory_budget_bytes: Optional[int] = Field(
         default=None, ge=1, description="Bytes of GGUF that may be loaded at once, every model together. A model "
         "that does not fit evicts the least recently used idle model (never one serving or with requests queued); "

@@ -4,6 +4,7 @@ queue per model, a wait for a model being loaded), its deadline, and cancellatio
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -14,6 +15,8 @@ from fastapi.responses import StreamingResponse
 from llm_assets.serving.config import ServeConfig
 from llm_assets.serving.fleet import Fleet, ServedModel
 from llm_assets.serving.generation import StreamBridge, with_serving_defaults
+from llm_assets.serving.grammar import compile_response_format
+from llm_assets.serving.grammar_pool import GrammarPool
 from llm_assets.serving.holder import BusyError, NoModelError
 from llm_assets.serving.metrics import Metrics
 from llm_assets.serving.schemas import ApiError
@@ -32,6 +35,8 @@ class ServerState:
         self.config = config
         self.metrics = Metrics()
         self.fleet = Fleet(config, self.metrics)
+        self.grammars = GrammarPool(workers=config.grammar_workers, memory_bytes=config.grammar_worker_memory_bytes,
+                                    cache_bytes=config.grammar_cache_bytes)
         self._wait_limiter = anyio.CapacityLimiter(config.max_waiting)
         m, fleet = self.metrics, self.fleet
         m.gauge("model_version", "Registry version being served, by model (absent when not loaded).",
@@ -101,12 +106,30 @@ class ServerState:
             return params
         return with_serving_defaults(kind, params, slot.info.serving, slot.info.model, self.config.max_tokens_limit)
 
+    async def _prepared(self, slot: ModelSlot, kind: str, params: dict) -> dict:
+        """The job's params with the version's defaults, a chat's response_format compiled to grammar text in a
+        grammar worker (off the event loop, out of the model process); a refused schema leaves the slot."""
+        try:
+            params = self._defaults(slot, kind, params)
+            if kind != "chat":
+                return params
+            params = dict(params)
+            c = self.config
+            params["grammar"] = await anyio.to_thread.run_sync(functools.partial(
+                compile_response_format, params.pop("response_format", None),
+                max_schema_bytes=c.grammar_max_schema_bytes, timeout_s=c.grammar_timeout_s,
+                max_depth=c.grammar_max_depth, max_grammar_bytes=c.grammar_max_bytes, pool=self.grammars))
+            return params
+        except BaseException:
+            slot.leave()
+            raise
+
     async def run(self, served: ServedModel, kind: str, params: dict, request: Request | None = None
                   ) -> tuple[ModelSlot, object]:
         """The answer of one job; cancelled in the model process on its deadline or when the client goes away."""
         started = time.monotonic()
         slot = await self.acquire(served)
-        future = slot.submit(kind, self._defaults(slot, kind, params))
+        future = slot.submit(kind, await self._prepared(slot, kind, params))
         future.add_done_callback(lambda _: slot.leave())  # in flight until the model is done with it
         waiting = asyncio.wrap_future(future)
         deadline = started + self.config.request_timeout_s
@@ -135,7 +158,7 @@ class ServerState:
     async def stream(self, served: ServedModel, kind: str, params: dict, on_chunk) -> StreamingResponse:
         slot = await self.acquire(served)
         bridge = StreamBridge(asyncio.get_running_loop())
-        future = slot.submit(kind, self._defaults(slot, kind, params), on_chunk=bridge.on_chunk)
+        future = slot.submit(kind, await self._prepared(slot, kind, params), on_chunk=bridge.on_chunk)
         future.add_done_callback(lambda _: slot.leave())
         future.add_done_callback(bridge.on_done)
         try:
@@ -147,9 +170,9 @@ class ServerState:
         except SlotError as exc:
             raise ApiError(503, f"{served.key}: {exc}; it is being restarted", type="server_error",
                            code="model_restarting", headers={"Retry-After": "1"}) from exc
-        return StreamingResponse(bridge.events(first, lambda c: on_chunk(served, slot, c), lambda: slot.cancel(future)),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache",
-                                                                          **model_headers(served, slot)})
+        events = bridge.events(first, lambda c: on_chunk(served, slot, c), lambda: slot.cancel(future))
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", **model_headers(served, slot)})
 
     def label(self, served: ServedModel, result: dict, slot: ModelSlot) -> dict:
         result["model"] = served.key
