@@ -35,6 +35,7 @@ class ServedModel:
         self.follower = RegistryFollower(config, self.holder, metrics, model=name, ref=ref, budget=budget,
                                          wanted=config.load == "start")
         self.follower.owner = self
+        self.load_waiters = 0  # requests waiting for this model to be loaded: it is not evicted under them
         self.follower.cache_in_use = lambda: set().union(*(m.follower.shas_in_use() for m in budget.models()))
         self.last_used = 0.0
 
@@ -44,7 +45,8 @@ class ServedModel:
     def busy(self) -> bool:
         """Serving, queued for, or being swapped: never evicted."""
         slot = self.holder.current
-        return bool(self.follower.swapping is not None or self.holder.waiting or (slot and slot.in_flight))
+        return bool(self.follower.swapping is not None or self.holder.waiting or self.load_waiters
+                    or (slot and slot.in_flight))
 
 
 class LoadBudget:
@@ -65,13 +67,17 @@ class LoadBudget:
     def fits_alone(self, size: int) -> bool:
         return self.limit is None or size <= self.limit
 
-    def make_room(self, size: int, owner: Optional[ServedModel], wait_s: float = ROOM_WAIT_S) -> bool:
+    def make_room(self, size: int, owner: Optional[ServedModel], wait_s: float = ROOM_WAIT_S,
+                  abandoned: Callable[[], bool] = lambda: False) -> bool:
         """Evict least recently used idle models until `size` more bytes fit; False if they do not within wait_s
-        (every other model busy). Call with `lock` held."""
+        (every other model busy), or as soon as `abandoned()` says nobody waits for the load. Call with `lock`
+        held."""
         deadline = time.monotonic() + wait_s
         while True:
             if self.limit is None or self.loaded_bytes() + size <= self.limit:
                 return True
+            if abandoned():
+                return False
             victims = sorted((m for m in self._models() if m is not owner and m.holder.current is not None),
                              key=lambda m: m.last_used)
             for victim in victims:

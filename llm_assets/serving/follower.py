@@ -35,6 +35,14 @@ class SwapFailed(Exception):
         super().__init__(message)
 
 
+class NoRoom(SwapFailed):
+    """The byte budget has no room now (the other models are busy), or nobody waits for the load any more: not
+    the version's fault, so it is neither remembered as failed nor noted in the registry."""
+
+    def __init__(self, message: str):
+        super().__init__("load", message)
+
+
 class RegistryFollower:
     """Keeps one holder equal to `model@ref` in the registry (ref: an alias, or a version number for a pin)."""
 
@@ -47,6 +55,7 @@ class RegistryFollower:
         self.record: VersionRecord | None = None
         self.owner = None  # the ServedModel this follows for, never evicted to make room for itself
         self.previous_sha: str | None = None
+        self.on_demand = False  # loading because a request asked (not at start): give up when nobody waits
         # Every follower's files, when the cache is shared (set by the Fleet); alone, its own.
         self.cache_in_use = self.shas_in_use
         self.cache_dir = Path(config.cache_dir).expanduser()
@@ -148,6 +157,11 @@ class RegistryFollower:
                              record.gguf_uri, metrics.get("strict_accuracy") if scorer == "pet" else None, scorer,
                              record.serving)
             smoke = self._install(info)
+        except NoRoom as exc:
+            if self.on_demand and self.holder.current is None:
+                self.wanted = False  # loaded again when a request asks, not by the poll
+            log.info("%s@%s v%s not loaded: %s", record.model, self.ref, record.version, exc)
+            return f"not loaded: {exc}"
         except SwapFailed as exc:
             return self._failed_swap(record, before, exc)
         finally:
@@ -220,7 +234,7 @@ class RegistryFollower:
         with budget.lock:  # room is made and used by one load at a time
             if self.holder.current is not None and budget.limit is not None:
                 self.holder.wait_retired(self.config.wait_timeout_s)  # a draining old version may free enough
-            if budget.make_room(info.bytes, owner=self.owner):
+            if budget.make_room(info.bytes, owner=self.owner, abandoned=self._abandoned):
                 slot, smoke = self._load_and_smoke(info)
                 old = self.holder.install(slot)
                 if old is not None:
@@ -228,8 +242,9 @@ class RegistryFollower:
                                      name=f"retire-v{old.info.version}", daemon=True).start()
                 return smoke
             if self.holder.current is None:
-                raise SwapFailed("load", f"no room: {info.bytes} bytes do not fit memory_budget_bytes="
-                                 f"{budget.limit} while the other models are busy; retried on the next request")
+                raise NoRoom("nobody waits for it any more" if self._abandoned() else
+                             f"{info.bytes} bytes do not fit memory_budget_bytes={budget.limit} while the other "
+                             "models are busy; retried on the next request")
             return self._paused_install(info)
 
     def _paused_install(self, info: ModelInfo) -> SmokeResult:
@@ -244,8 +259,8 @@ class RegistryFollower:
                             self.config.wait_timeout_s)
             try:
                 if not self.budget.make_room(info.bytes, owner=self.owner):
-                    raise SwapFailed("load", f"no room for {info.bytes} bytes within memory_budget_bytes="
-                                     f"{self.budget.limit} while the other models are busy")
+                    raise NoRoom(f"no room for {info.bytes} bytes within memory_budget_bytes="
+                                 f"{self.budget.limit} while the other models are busy; tried again on the next poll")
                 slot, smoke = self._load_and_smoke(info)
             except SwapFailed:
                 if old is not None:
@@ -282,6 +297,10 @@ class RegistryFollower:
             slot.close_when_idle()
             raise SwapFailed("smoke", result.reason)
         return slot, result
+
+    def _abandoned(self) -> bool:
+        return bool(self.on_demand and self.holder.current is None and self.owner is not None
+                    and self.owner.load_waiters == 0)
 
     def shas_in_use(self) -> set:
         """Files this follower needs kept: the served one, the one it replaced (a rollback needs no download) and

@@ -56,7 +56,7 @@ class ServerState:
 
     # ---- admission -----------------------------------------------------------------------------------------
 
-    async def acquire(self, served: ServedModel) -> ModelSlot:
+    async def acquire(self, served: ServedModel, request: Request | None = None) -> ModelSlot:
         """The slot of `served`, entered: 429 when its queue is full, a wait when it is being loaded."""
         served.touch()
         current = served.holder.current
@@ -73,31 +73,53 @@ class ServerState:
                 slot = await anyio.to_thread.run_sync(served.holder.acquire, limiter=self._wait_limiter)
             return slot
         except NoModelError:
-            return await self._load_for(served)
+            return await self._load_for(served, request)
         except BusyError as exc:
             raise ApiError(503, str(exc), type="server_error", code="busy", headers={"Retry-After": "1"}) from exc
 
-    async def _load_for(self, served: ServedModel) -> ModelSlot:
-        """Load a model that is not resident (first use, evicted, or its process died) and enter it."""
+    async def _load_for(self, served: ServedModel, request: Request | None) -> ModelSlot:
+        """Load a model that is not resident (first use, evicted, or its process died) and enter it. While this
+        waits the model counts as queued for (never evicted once loaded, until this request is on it); a client
+        that goes away stops waiting, and a load nobody waits for any more is given up."""
         follower = served.follower
-        follower.wanted = True
-        self.metrics.count("queued_requests_total")
+        served.load_waiters += 1
         try:
-            await asyncio.wait_for(asyncio.wrap_future(follower.request_check()), self.config.wait_timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        try:
-            slot = served.holder.try_acquire()
-        except NoModelError as exc:
-            failure = follower.last_failure or {}
-            why = failure.get("error") if failure.get("version") == follower.alias_version else None
-            if follower.alias_version is None:
-                why = follower.registry_error or str(exc)
-            raise ApiError(503, f"{served.key} is not loaded: {why or 'still loading'}", type="server_error",
-                           code="model_not_loaded", headers={"Retry-After": "2"}) from exc
-        if slot is None:
-            slot = await anyio.to_thread.run_sync(served.holder.acquire, limiter=self._wait_limiter)
-        return slot
+            follower.on_demand, follower.wanted = True, True
+            self.metrics.count("queued_requests_total")
+            deadline = time.monotonic() + self.config.wait_timeout_s
+            while True:
+                outcome = await self._until(asyncio.wrap_future(follower.request_check()), deadline, request)
+                try:
+                    slot = served.holder.try_acquire()
+                except NoModelError as exc:
+                    if outcome is not None and time.monotonic() < deadline and "not loaded: " in outcome \
+                            and follower.alias_version is not None:
+                        continue  # no room yet (the other models busy): ask again until the deadline
+                    why = outcome or "still loading"
+                    if follower.alias_version is None:
+                        why = follower.registry_error or str(exc)
+                    raise ApiError(503, f"{served.key} is not loaded: {why}", type="server_error",
+                                   code="model_not_loaded", headers={"Retry-After": "2"}) from exc
+                if slot is None:
+                    slot = await anyio.to_thread.run_sync(served.holder.acquire, limiter=self._wait_limiter)
+                return slot
+        finally:
+            served.load_waiters -= 1
+
+    async def _until(self, waiting: asyncio.Future, deadline: float, request: Request | None):
+        """The future's result, or None at the deadline; ClientGone when the client leaves first."""
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=max(0.0, min(DISCONNECT_POLL_S,
+                                                                         deadline - time.monotonic())))
+            if done:
+                return waiting.result()
+            if time.monotonic() >= deadline:
+                waiting.add_done_callback(_consume)
+                return None
+            if request is not None and await request.is_disconnected():
+                waiting.add_done_callback(_consume)
+                self.metrics.count("cancelled_requests_total")
+                raise ClientGone()
 
     # ---- running -------------------------------------------------------------------------------------------
 
@@ -128,7 +150,7 @@ class ServerState:
                   ) -> tuple[ModelSlot, object]:
         """The answer of one job; cancelled in the model process on its deadline or when the client goes away."""
         started = time.monotonic()
-        slot = await self.acquire(served)
+        slot = await self.acquire(served, request)
         future = slot.submit(kind, await self._prepared(slot, kind, params))
         future.add_done_callback(lambda _: slot.leave())  # in flight until the model is done with it
         waiting = asyncio.wrap_future(future)

@@ -2,9 +2,7 @@
 serving several models under a memory budget that holds one: a busy model is never evicted for another, requests
 waiting for models are served in arrival order, nothing is sent to a model that is stopping, and a client that
 leaves while queued costs no running model its place.
-
-PENDING THE MULTI-MODEL SERVER (issue 17): written against its ServeConfig (models, memory_budget_bytes,
-load="first_use") and RunningServer.health(model); they fail until that lands, and its author finishes them."""
+Our own tests of what those tests ask; their text is not copied."""
 
 import threading
 import time
