@@ -86,8 +86,15 @@ def _answers_as_served(llm, serving: dict) -> tuple[bool, str]:
     messages = [{"role": "user", "content": GENERIC_PROMPT}]
     if serving.get("system_prompt"):
         messages.insert(0, {"role": "system", "content": serving["system_prompt"]})
+    from llm_assets.serving.grammar import compile_in_process
+    from llm_assets.serving.schemas import ApiError
+
     schema = serving.get("json_schema")
-    grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema else None
+    try:  # the checked converter the server decodes with: a schema it refuses fails the swap, never the process
+        text = compile_in_process({"type": "json_schema", "json_schema": {"schema": schema}}) if schema else None
+    except ApiError as exc:
+        return False, f"the version's json_schema cannot be served: {exc.message}"
+    grammar = LlamaGrammar.from_string(text, verbose=False) if text else None
     limit = serving.get("max_tokens") or 16
     out = llm.create_chat_completion(messages, grammar=grammar, temperature=0, max_tokens=limit)
     choice = out["choices"][0]
