@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import serve_swap  # noqa: E402
 from serve_swap import build_ggufs, free_port, get_json, p99, prompts  # noqa: E402
 
 
@@ -59,14 +60,13 @@ def direct_tokens_per_s(ggufs: list[Path], texts: list[str], max_tokens: int, se
     return sum(counts) / elapsed
 
 
-class Clients:
-    """Client i asks model (i + n) % models on its n-th request; each answer's X-Model must be the one asked."""
+class Clients(serve_swap.Clients):
+    """Client i asks model (i + n) % models on its n-th request; each answer's X-Model must be the one asked.
+    Records are (start, end, tokens, outcome): "ok", "refused" (429/503 with Retry-After) or the failure."""
 
     def __init__(self, url: str, names: list[str], texts: list[str], n: int, max_tokens: int):
-        self.url, self.names, self.texts, self.n, self.max_tokens = url, names, texts, n, max_tokens
-        self.records: list[tuple[float, float, int, str]] = []  # start, end, tokens, outcome ("ok"/"refused"/...)
-        self.errors: list[str] = []
-        self.stop, self.lock = threading.Event(), threading.Lock()
+        super().__init__(url, texts, n, max_tokens)
+        self.names = names
 
     def _run(self, i: int) -> None:
         import openai
@@ -93,17 +93,6 @@ class Clients:
                 self.records.append(record)
                 if record[3] not in ("ok", "refused"):
                     self.errors.append(record[3])
-
-    def __enter__(self):
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.n)]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=180)
 
 
 def serving_version(url: str, name: str) -> int | None:
