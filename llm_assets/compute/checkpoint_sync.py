@@ -3,8 +3,10 @@
 The trainer writes checkpoints to a local folder and marks each one complete after its last file
 (llm_assets.core.training). A background thread uploads every newly completed checkpoint as a folder
 artifact (its folder index is written last, so a half upload is never trusted) and then points
-`<prefix>/LATEST.json` at it. A worker starting on a fresh machine downloads that checkpoint first.
-After the stage succeeds LATEST points at nothing, so the same work later starts from scratch.
+`<prefix>/LATEST.json` at it, with the checkpoint's sha256. A worker starting on a fresh machine downloads
+the checkpoint the orchestrator verified against that sha256 (llm_assets.compute.verify, passed in the Pipes
+extras as `checkpoint`), checking every file's hash as it downloads. After the stage succeeds LATEST points at
+nothing, so the same work later starts from scratch.
 """
 
 from __future__ import annotations
@@ -22,19 +24,32 @@ from llm_assets.core.training import COMPLETE_MARKER, latest_complete_checkpoint
 log = logging.getLogger(__name__)
 
 
-def _write_latest(store: ArtifactStore, prefix: str, checkpoint: Optional[str]) -> None:
+def _write_latest(store: ArtifactStore, prefix: str, checkpoint: Optional[str], sha256: Optional[str] = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "LATEST.json"
-        path.write_text(json.dumps({"checkpoint": checkpoint}), encoding="utf-8")
+        path.write_text(json.dumps({"checkpoint": checkpoint, "sha256": sha256}), encoding="utf-8")
         store.put_file(path, f"{prefix}/LATEST.json")
 
 
-def latest_in_store(store: ArtifactStore, prefix: str) -> Optional[str]:
+def latest_entry(store: ArtifactStore, prefix: str) -> Optional[dict]:
+    """LATEST.json as written ({"checkpoint", "sha256"}), or None."""
     uri = store.uri_for(f"{prefix}/LATEST.json")
     if not store.exists(uri):
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(store.get_file(uri, Path(tmp) / "LATEST.json").read_text(encoding="utf-8"))["checkpoint"]
+        return json.loads(store.get_file(uri, Path(tmp) / "LATEST.json").read_text(encoding="utf-8"))
+
+
+def latest_in_store(store: ArtifactStore, prefix: str) -> Optional[str]:
+    entry = latest_entry(store, prefix)
+    return entry.get("checkpoint") if entry else None
+
+
+def restore(store: ArtifactStore, prefix: str, local_dir: Path, checkpoint: dict) -> str:
+    """Download the checkpoint {"name", "sha256"} the orchestrator verified; every file is checked as it lands."""
+    name = checkpoint["name"]
+    store.get_dir(store.uri_for(f"{prefix}/{name}"), Path(local_dir) / name, expected_sha256=checkpoint["sha256"])
+    return name
 
 
 def restore_latest(store: ArtifactStore, prefix: str, local_dir: Path) -> Optional[str]:
@@ -83,13 +98,13 @@ class CheckpointUploader:
         if latest is None or latest.name == self.uploaded:
             return
         try:
-            self.store.put_dir(latest, f"{self.prefix}/{latest.name}")
+            artifact = self.store.put_dir(latest, f"{self.prefix}/{latest.name}")
         except OSError as exc:  # rotated away by the trainer mid-upload: a newer one exists
             log.info("checkpoint %s not uploaded (%s); a newer one will be", latest.name, exc)
             return
         if not (latest / COMPLETE_MARKER).exists():
             return
-        _write_latest(self.store, self.prefix, latest.name)
+        _write_latest(self.store, self.prefix, latest.name, artifact.sha256)
         self.uploaded = latest.name
         if self.on_upload:
             self.on_upload(latest.name)

@@ -95,7 +95,11 @@ def run_stage(asset: str, extras: dict, log) -> StageResult:
     prefix = checkpoint_prefix(extras.get("job_key") or job_key(asset, inputs, extras["config"]))
     context.checkpoints = Path(os.environ.get("LLM_ASSETS_CHECKPOINT_DIR")
                                or tempfile.mkdtemp(prefix="checkpoints-")) / "job"
-    restored = checkpoint_sync.restore_latest(store, prefix, context.checkpoints)
+    if "checkpoint" in extras:  # what the orchestrator verified (None: start fresh), never LATEST.json unchecked
+        chosen = extras["checkpoint"]
+        restored = checkpoint_sync.restore(store, prefix, context.checkpoints, chosen) if chosen else None
+    else:
+        restored = checkpoint_sync.restore_latest(store, prefix, context.checkpoints)
     if restored:
         log(f"{asset}: restored {restored} from the artifact store; resuming")
     with checkpoint_sync.CheckpointUploader(store, prefix, context.checkpoints,

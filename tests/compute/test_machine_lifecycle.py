@@ -19,12 +19,12 @@ import pytest
 from llm_assets.compute.launch import JobRecord, job_key, machine_name
 from llm_assets.compute.lifecycle import Lifecycle
 from llm_assets.core.failures import DuplicateJobError
-from standins.pipeline import moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
+from standins.pipeline import WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
 from standins.runpod_api import RunPodStandin
 
 API_KEY = "rpa_STANDIN_lifecycle-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
-        "heartbeat_seconds": 0.5, "terminate_retry_seconds": 0.1, "terminate_confirm_seconds": 1.0,
+        "heartbeat_seconds": 0.5, "terminate_retry_seconds": 0.1, "terminate_confirm_seconds": 1.0, **WORKER_CREDENTIALS,
         "stale_record_seconds": 3.0}
 TESTS = Path(__file__).resolve().parent
 
@@ -132,6 +132,7 @@ def test_a_terminate_that_never_confirms_fails_the_run_naming_the_machine(s3, ru
     assert record.state == "running" and "pod0001" in record.note  # left live for the sweeper
     runpod.faults.terminate_never_confirms = False
     runpod.terminate("pod0001")
+    record.finished(store.store(), note="cleaned up by the test")  # moto's state outlives this module
 
 
 def test_another_live_runs_machine_is_never_taken_or_terminated(s3, runpod, monkeypatch):

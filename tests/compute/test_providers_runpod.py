@@ -10,13 +10,13 @@ import dagster as dg
 import pytest
 
 from standins.pipeline import (
-    ACCESS_KEY, SECRET_KEY, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
+    ACCESS_KEY, SECRET_KEY, WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
 )
 from standins.runpod_api import RunPodStandin
 
 API_KEY = "rpa_STANDIN_4f9c2e-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
-}
+        **WORKER_CREDENTIALS}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def test_training_runs_on_a_pod_and_the_pod_is_terminated(s3, runpod):
     env = launch["env"]
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
             "LLM_ASSETS_S3_ENDPOINT_URL"} <= set(env)
-    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and env["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
+    # the worker's own credential, never the orchestrator's key
+    assert env["AWS_ACCESS_KEY_ID"] == WORKER_CREDENTIALS["worker_aws_access_key_id"]
+    assert SECRET_KEY not in env.values() and ACCESS_KEY not in env.values()
     (created,) = runpod.created_inputs
     assert created["gpuTypeId"] == "NVIDIA GeForce RTX 4090" and created["cloudType"] == "SECURE"
     assert created["imageName"] == "ghcr.io/llm-assets/worker:test"

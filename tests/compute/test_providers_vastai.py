@@ -5,11 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from standins.pipeline import SECRET_KEY, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
+from standins.pipeline import SECRET_KEY, WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
 from standins.vastai_api import VastAIStandin
 
 API_KEY = "vast_STANDIN_91be77-never-in-logs"
-FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3}
+FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
+        **WORKER_CREDENTIALS}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def test_offer_search_bootstrap_failure_retry_and_destroy(s3, vast):
     metadata = result.asset_materializations_for_node("stage_under_test")[0].metadata
     assert metadata["compute_backend"].value == "vastai" and metadata["hourly_price_usd"].value == pytest.approx(0.42)
     env = vast.launches[1]["env"]
-    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and "DAGSTER_PIPES_CONTEXT" in env
+    assert SECRET_KEY not in env.values() and "DAGSTER_PIPES_CONTEXT" in env  # the worker key, not ours
+    assert env["AWS_SECRET_ACCESS_KEY"] == WORKER_CREDENTIALS["worker_aws_secret_access_key"]
     assert sorted(vast.terminations) == ["7001", "7002"] and vast.leaked() == []  # both destroyed
     assert API_KEY not in said and SECRET_KEY not in said
 

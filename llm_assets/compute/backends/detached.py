@@ -39,6 +39,8 @@ class DetachedProcessBackend(RemoteComputeBackend):
     poll_interval_seconds: float = Field(default=1.0, gt=0, description="Seconds between process status polls.")
     message_poll_seconds: float = Field(default=1.0, gt=0, description="Seconds between reads of message chunks.")
     message_flush_seconds: float = Field(default=1.0, gt=0, description="Seconds between the worker's uploads.")
+    share_orchestrator_credentials: bool = Field(default=True, description="The worker is a process on this "
+                                                 "machine: it may use the orchestrator's own S3 credentials.")
 
     def python_executable(self) -> str:
         return self.python or sys.executable

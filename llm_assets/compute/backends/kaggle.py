@@ -81,6 +81,11 @@ class KaggleBackend(RemoteComputeBackend):
             "provider": "kaggle", "kernel": ref, "enable_gpu": self.enable_gpu,
             "machine_shape": self.machine_shape or "default", "secrets_from_kaggle": sorted(secret_env.values())})
 
+    def worker_s3(self, orchestrator, *args, **kwargs):
+        """The kernel's credentials come from the Kaggle Secrets the user attached (a prefix-scoped worker key, see
+        llm_assets/compute/credentials.py); the values here never leave this process (SECRET_ENV_NAMES)."""
+        return orchestrator
+
     def poll(self, job_id: str) -> JobStatus:
         state = self.client().state(job_id)
         return JobStatus(phase=state.phase, error=state.error, message=state.message)

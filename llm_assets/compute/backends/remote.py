@@ -26,11 +26,13 @@ from llm_assets.compute.backends import (
 from llm_assets.compute.backends.pipes_s3 import FixedKeyS3ContextInjector, FixedPrefixS3MessageReader, MessageClock
 from llm_assets.compute.cost import BudgetExceededError, CostMeter
 from llm_assets.compute.launch import (
-    ENV_HEARTBEAT_SECONDS, LIVE_STATES, JobRecord, job_key, machine_name, new_messages_prefix, worker_environment,
+    ENV_HEARTBEAT_SECONDS, LIVE_STATES, JobRecord, checkpoint_prefix, job_key, machine_name, new_messages_prefix, worker_environment,
 )
 from llm_assets.compute.lifecycle import Lifecycle
 from llm_assets.compute.limits import run_limits
 from llm_assets.compute.run_budget import WARN_FRACTION, RunBudget
+from llm_assets.compute.verify import verified_checkpoint, verify_published
+from llm_assets.stages import get_stage
 from llm_assets.core.errors import ConfigError
 from llm_assets.core.failures import BootstrapError, ComputeTimeoutError, MaxRuntimeExceededError, PreemptedError
 
@@ -71,6 +73,22 @@ class RemoteComputeBackend(ComputeBackend):
     stale_record_seconds: float = Field(default=180.0, gt=0, description="A job record another live run has not "
                                         "refreshed for this long is taken over (its orchestrator died); a fresher "
                                         "one refuses the duplicate work.")
+    worker_role_arn: Optional[str] = Field(default=None, description="IAM role the orchestrator assumes per job "
+                                           "(STS, with a session policy: read the store, write only the job's "
+                                           "prefixes); the worker gets those temporary credentials, never the "
+                                           "orchestrator's key. E.g. dg.EnvVar('LLM_ASSETS_WORKER_ROLE_ARN').")
+    sts_endpoint_url: Optional[str] = Field(default=None, description="STS endpoint for worker_role_arn (unset: "
+                                            "the store's S3 endpoint when it has one, as MinIO serves STS there; "
+                                            "else AWS's).")
+    worker_aws_access_key_id: Optional[str] = Field(default=None, repr=False, description="Instead of "
+                                                    "worker_role_arn: a separate, prefix-scoped worker key the "
+                                                    "operator provisioned (see llm_assets/compute/credentials.py).")
+    worker_aws_secret_access_key: Optional[str] = Field(default=None, repr=False, description="Its secret.")
+    worker_aws_session_token: Optional[str] = Field(default=None, repr=False, description="Its session token, "
+                                                    "passed through when the worker key is temporary.")
+    share_orchestrator_credentials: bool = Field(default=False, description="Give the worker the orchestrator's "
+                                                 "own S3 credentials. Only for a worker on a machine you trust as "
+                                                 "much as the orchestrator's (the detached local process).")
 
     # -- what a provider implements ------------------------------------------------------------
     def launch(self, context, spec: LaunchSpec) -> LaunchedJob:
@@ -137,14 +155,17 @@ class RemoteComputeBackend(ComputeBackend):
         injector = FixedKeyS3ContextInjector(bucket=store.bucket, client=store.client, key=f"{prefix}/context.json")
         reader = FixedPrefixS3MessageReader(bucket=store.bucket, client=store.client, key_prefix=prefix,
                                             interval=self.message_poll_seconds, include_stdio_in_messages=True)
-        with dg.open_pipes_session(context, injector, reader,
-                                   extras=request.extras(run_id, key)) as session:
+        extras = request.extras(run_id, key)
+        if record is None and get_stage(request.stage).resumable:  # resume only from a checkpoint that verifies
+            extras["checkpoint"] = verified_checkpoint(store, checkpoint_prefix(key), log=context.log.warning)
+        with dg.open_pipes_session(context, injector, reader, extras=extras) as session:
             messages = MessageClock(session.message_handler)
             if record is None:
                 name = machine_name(request.stage, key)
                 record = lifecycle.launch(
                     key=key, name=name, run_id=run_id, stage=request.stage, messages_prefix=prefix,
-                    launch=lambda: self.launch(context, self._spec(context, request, key, name, session)),
+                    launch=lambda: self.launch(context, self._spec(context, request, key, name, session,
+                                                                   prefix, limits)),
                     default_price=self.hourly_price_usd)
                 context.log.info(f"{self.backend_name}: launched job {record.job_id} ({name}) for {request.stage} "
                                  f"(${record.hourly_price_usd:.4f}/h) {record.details or ''}".rstrip())
@@ -171,13 +192,18 @@ class RemoteComputeBackend(ComputeBackend):
                                  f"before the worker started{': ' + status.message if status.message else ''}")
         if status.phase != "succeeded" and not reported:
             raise PreemptedError(f"{self.backend_name}: job {record.job_id} was lost ({status.phase}) mid-stage")
-        return result_from_pipes(session.get_results(implicit_materializations=False), context, meter,
-                                 request.training_examples)
+        output = result_from_pipes(session.get_results(implicit_materializations=False), context, meter,
+                                   request.training_examples)
+        verify_published(store, output.value, what=f"{request.stage} from {self.backend_name} job {record.job_id}")
+        return output
 
-    def _spec(self, context, request: StageRequest, key: str, name: str, session) -> LaunchSpec:
+    def _spec(self, context, request: StageRequest, key: str, name: str, session, prefix: str,
+              limits: dict) -> LaunchSpec:
         s3 = request.artifact_store.s3_settings()
         if not s3.has_credentials:  # boto3's chain here (a profile, an instance role) means nothing over there
             s3 = s3.with_resolved_credentials()
+        s3 = self.worker_s3(s3, request, key, run_id=context.run.run_id, messages_prefix=prefix,
+                            seconds=(limits["max_runtime_seconds"] or MAX_WORKER_SESSION) + limits["startup_timeout_seconds"])
         env = {**session.get_bootstrap_env_vars(),
                **worker_environment(s3, flush_seconds=self.message_flush_seconds,
                                     extra={ENV_HEARTBEAT_SECONDS: self.heartbeat_seconds, **self.worker_env})}
@@ -192,6 +218,29 @@ class RemoteComputeBackend(ComputeBackend):
                   "max_runtime_seconds": self.max_runtime_seconds, **run_limits(context.run.run_config, stage)}
         chosen["max_runtime_seconds"] = stage_max_runtime(context, chosen["max_runtime_seconds"])
         return chosen
+
+    def worker_s3(self, orchestrator, request: StageRequest, key: str, *, run_id: str, messages_prefix: str,
+                  seconds: float):
+        """The S3 settings the worker gets: job-scoped, never the orchestrator's key (llm_assets.compute.credentials)."""
+        from llm_assets.compute.credentials import (
+            assume_worker_role, provisioned_worker, scoped_policy, write_prefixes,
+        )
+
+        if self.share_orchestrator_credentials:
+            return orchestrator
+        role = _value(self.worker_role_arn)
+        if role:
+            store = s3_store_of(request)
+            policy = scoped_policy(store.bucket, store.prefix, write_prefixes(
+                store.prefix, run_id, request.stage, key, messages_prefix))
+            return assume_worker_role(orchestrator, role_arn=role, session_name=f"llm-assets-{key[:12]}",
+                                      policy=policy, seconds=seconds, sts_endpoint_url=_value(self.sts_endpoint_url))
+        if self.worker_aws_access_key_id or self.worker_aws_secret_access_key:
+            return provisioned_worker(orchestrator, _value(self.worker_aws_access_key_id),
+                                      _value(self.worker_aws_secret_access_key), _value(self.worker_aws_session_token))
+        raise ConfigError("worker_role_arn", None, f"{self.backend_name}: a remote worker never gets the "
+                          "orchestrator's S3 key; set worker_role_arn (STS, scoped per job) or "
+                          "worker_aws_access_key_id / worker_aws_secret_access_key (a prefix-scoped worker key)")
 
     def _check_deadlines_config(self, heartbeat_timeout: Optional[float] = None) -> None:
         heartbeat_timeout = self.heartbeat_timeout_seconds if heartbeat_timeout is None else heartbeat_timeout
@@ -302,6 +351,14 @@ from llm_assets.compute.backends.detached import DetachedProcessBackend, _alive 
 
 __all__ = ["RemoteComputeBackend", "DetachedProcessBackend", "_alive", "run_cap", "stage_max_runtime",
            "s3_store_of", "FixedKeyS3ContextInjector", "FixedPrefixS3MessageReader"]
+
+
+MAX_WORKER_SESSION = 12 * 3600.0
+
+
+def _value(value):
+    """A field's value now: a dg.EnvVar is read when used, never at import."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
 
 
 def _is_set(value) -> bool:

@@ -12,6 +12,9 @@ from pipeline_configs import MODEL, MODELS_DIR, TINY_BASE, materialize, tiny_run
 
 ACCESS_KEY = "AKIASTANDINTEST0001"
 SECRET_KEY = "s3-secret-Zq8Lw2-never-in-logs"
+# A worker's own credential (what an operator provisions with a prefix-scoped policy): never the orchestrator's.
+WORKER_CREDENTIALS = {"worker_aws_access_key_id": "AKIASTANDINWORKER01", "worker_aws_secret_access_key":
+                      "s3-worker-secret-8fQ2-never-in-logs"}
 
 
 @contextlib.contextmanager
@@ -83,4 +86,4 @@ def run_stage_asset(backend, store, inputs: dict, config: dict, *, stage: str = 
     return result
 
 
-__all__ = ["TINY_BASE", "moto_s3", "store_resource", "upstream_manifests", "training_config", "run_stage_asset"]
+__all__ = ["WORKER_CREDENTIALS", "TINY_BASE", "moto_s3", "store_resource", "upstream_manifests", "training_config", "run_stage_asset"]
