@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from llm_assets.core.artifacts import ArtifactNotFoundError, ArtifactStore
+from llm_assets.core.errors import ArtifactIntegrityError
 from llm_assets.core.s3_settings import S3Settings
 from llm_assets.stages import get_stage
 
@@ -101,14 +102,9 @@ class JobRecord:
     @classmethod
     def load(cls, store: ArtifactStore, key: str) -> Optional["JobRecord"]:
         """The recorded job for this key, or None when nothing was ever launched for it."""
-        uri = store.uri_for(cls.store_key(key))
-        if not store.exists(uri):
+        data = read_json(store, cls.store_key(key))
+        if data is None:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                data = json.loads(store.get_file(uri, Path(tmp) / "job.json").read_text(encoding="utf-8"))
-            except ArtifactNotFoundError:
-                return None
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -118,6 +114,28 @@ class JobRecord:
         self.ended_at = time.time()
         self.note = note or self.note
         self.save(store)
+
+
+def read_json(store: ArtifactStore, key: str, attempts: int = 4) -> Optional[dict]:
+    """A small JSON object another process may be rewriting right now, or None when there is none.
+
+    The S3 store reads an object's recorded sha256 (HEAD) and its body (GET) in two requests, so a read that
+    straddles a rewrite sees a mismatch: read again rather than fail on a record that is merely being updated.
+    """
+    uri = store.uri_for(key)
+    for attempt in range(attempts):
+        if not store.exists(uri):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return json.loads(store.get_file(uri, Path(tmp) / "x.json").read_text(encoding="utf-8"))
+            except ArtifactNotFoundError:
+                return None
+            except ArtifactIntegrityError:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    return None
 
 
 def new_messages_prefix(root_prefix: str, key: str) -> str:

@@ -53,11 +53,9 @@ def list_keys(store: ArtifactStore, prefix: str) -> list[str]:
 
 
 def _read_json(store: ArtifactStore, key: str) -> Optional[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return json.loads(store.get_file(store.uri_for(key), Path(tmp) / "x.json").read_text(encoding="utf-8"))
-        except Exception:  # noqa: BLE001 - deleted between list and read
-            return None
+    from llm_assets.compute.launch import read_json  # retries a read that straddles a rewrite
+
+    return read_json(store, key)
 
 
 def _write_json(store: ArtifactStore, key: str, data: dict) -> None:

@@ -15,14 +15,11 @@ and tried again at the next tick. Free of dagster: the sensor (sensors/orphan_sw
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from llm_assets.compute.launch import LIVE_STATES, MACHINE_NAME_PREFIX, JobRecord
+from llm_assets.compute.launch import LIVE_STATES, MACHINE_NAME_PREFIX, JobRecord, read_json
 from llm_assets.compute.lifecycle import Lifecycle
 from llm_assets.compute.run_budget import RunBudget, list_keys
 from llm_assets.core.artifacts import ArtifactStore
@@ -52,11 +49,12 @@ def job_records(store: ArtifactStore) -> list[JobRecord]:
     for key in list_keys(store, "compute/jobs"):
         if not key.endswith(".json"):
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                data = json.loads(store.get_file(store.uri_for(key), Path(tmp) / "r.json").read_text(encoding="utf-8"))
-            except Exception:  # noqa: BLE001 - removed meanwhile, or not a record
-                continue
+        try:
+            data = read_json(store, key)
+        except Exception:  # noqa: BLE001 - not a record; the sweep goes on with the others
+            continue
+        if not isinstance(data, dict):
+            continue
         known = JobRecord.__dataclass_fields__
         records.append(JobRecord(**{k: v for k, v in data.items() if k in known}))
     return records

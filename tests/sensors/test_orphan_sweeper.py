@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +19,8 @@ from llm_assets.compute.backends import ComputeBackends, LaunchSpec  # noqa: E40
 from llm_assets.compute.backends.runpod import RunPodBackend  # noqa: E402
 from llm_assets.compute.launch import JobRecord  # noqa: E402
 from sensors.orphan_sweeper import orphan_sweeper_sensor  # noqa: E402
-from standins.pipeline import moto_s3, store_resource  # noqa: E402
+from resources.artifact_store import ArtifactStoreResource  # noqa: E402
+from standins.pipeline import ACCESS_KEY, SECRET_KEY, moto_s3  # noqa: E402
 from standins.runpod_api import RunPodStandin  # noqa: E402
 
 KEY = "rpa_STANDIN_sweeper-never-in-logs"
@@ -32,7 +34,11 @@ def world(tmp_path, monkeypatch):
         backend = RunPodBackend(api_key=dg.EnvVar("TEST_SWEEP_RUNPOD_KEY"), image="w:test",
                                 terminate_retry_seconds=0.1, terminate_confirm_seconds=1.0, stale_record_seconds=60)
         with dg.instance_for_test() as instance:
-            yield cloud, backend, store_resource(endpoint), instance
+            # moto keeps one in-process state for every server: a root of its own keeps other tests' job records
+            # out of this sweep.
+            yield cloud, backend, ArtifactStoreResource(
+                root=f"s3://artifacts/sweep-{uuid.uuid4().hex[:8]}", s3_endpoint_url=endpoint, aws_region="us-east-1",
+                aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY), instance
 
 
 def pod(backend, name: str) -> str:
