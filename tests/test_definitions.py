@@ -78,7 +78,8 @@ def test_jobs_one_per_preset_and_promotion_sensor():
     assert preset_names() == ["cpu_tiny", "gpu_large", "gpu_medium", "gpu_small"]
     assert job_names(defs) == PRODUCTION_JOBS
     assert [s.name for s in defs.sensors] == ["model_files_sensor", "promotion_sensor", "new_data_sensor",
-                                              "gate_failure_sensor", "stage_automation_sensor"]
+                                              "gate_failure_sensor", "stage_automation_sensor",
+                                              "orphan_sweeper_sensor"]
     training = defs.resolve_job_def("train_cpu_tiny_job").asset_layer.selected_asset_keys
     assert dg.AssetKey("registered_model") in training and dg.AssetKey("production_model") not in training
     for preset in preset_names():
