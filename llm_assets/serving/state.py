@@ -23,7 +23,7 @@ from llm_assets.serving.schemas import ApiError
 from llm_assets.serving.slot import ModelSlot, SlotError
 
 log = logging.getLogger("llm_assets.serving")
-DISCONNECT_POLL_S = 0.2  # how soon work for a client that went away is cancelled
+DISCONNECT_POLL_S = 0.05  # how soon work (or a load) for a client that went away is given up
 
 
 class ClientGone(Exception):

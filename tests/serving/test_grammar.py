@@ -168,11 +168,10 @@ def test_every_worker_busy_is_a_503_not_a_wait():
 def run_jobs(path: str, jobs: list, conn) -> None:
     """In a process of its own, as a model process would: one Llama, the jobs in turn, each result or error sent
     back. A segfault shows as the exit code."""
-    from llama_cpp import Llama
-
+    from llm_assets.core.llama_runtime import load_llama
     from llm_assets.serving.generation import chat_job, completion_job
 
-    llm = Llama(model_path=path, n_ctx=256, n_threads=1, verbose=False)
+    llm, _ = load_llama(path, n_ctx=256, n_threads=1)
     for kind, kwargs in jobs:
         try:
             out = (chat_job if kind == "chat" else completion_job)(**kwargs)(llm)
