@@ -28,6 +28,28 @@ def s3_endpoint():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server for the module, with a store whose upstream manifests (data, base model) are in it."""
+    from standins.pipeline import moto_s3, store_resource, upstream_manifests
+
+    with moto_s3() as endpoint:
+        store = store_resource(endpoint)
+        yield store, upstream_manifests(store)
+
+
+@pytest.fixture
+def runpod(tmp_path, monkeypatch, request):
+    """The RunPod stand-in, keyed with the test module's API_KEY (each module checks its own key never leaks)."""
+    from standins.runpod_api import RunPodStandin
+
+    api_key = request.module.API_KEY
+    with RunPodStandin(tmp_path, api_key=api_key) as cloud:
+        monkeypatch.setenv("RUNPOD_API_BASE_URL", cloud.url)  # read by the SDK at every call
+        monkeypatch.setenv("TEST_RUNPOD_API_KEY", api_key)
+        yield cloud
+
+
 def s3_store_resource(endpoint: str, bucket: str):
     import boto3
 

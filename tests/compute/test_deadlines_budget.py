@@ -9,19 +9,12 @@ import pytest
 
 from llm_assets.compute.backends.remote import RUN_COST_TAG, RemoteComputeBackend
 from llm_assets.core.errors import ConfigError
-from standins.pipeline import WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
+from standins.pipeline import WORKER_CREDENTIALS, run_stage_asset, training_config
 from standins.runpod_api import RunPodStandin
 
 API_KEY = "rpa_STANDIN_deadlines-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         "heartbeat_seconds": 0.5, "terminate_retry_seconds": 0.1, "terminate_confirm_seconds": 1.0, **WORKER_CREDENTIALS}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
 
 
 def cloud(tmp_path, monkeypatch, **kwargs):

@@ -19,29 +19,13 @@ import pytest
 from llm_assets.compute.launch import JobRecord, job_key, machine_name
 from llm_assets.compute.lifecycle import Lifecycle
 from llm_assets.core.failures import DuplicateJobError
-from standins.pipeline import WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
-from standins.runpod_api import RunPodStandin
+from standins.pipeline import WORKER_CREDENTIALS, run_stage_asset, training_config
 
 API_KEY = "rpa_STANDIN_lifecycle-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         "heartbeat_seconds": 0.5, "terminate_retry_seconds": 0.1, "terminate_confirm_seconds": 1.0, **WORKER_CREDENTIALS,
         "stale_record_seconds": 3.0}
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
-
-
-@pytest.fixture
-def runpod(tmp_path, monkeypatch):
-    with RunPodStandin(tmp_path, api_key=API_KEY) as cloud:
-        monkeypatch.setenv("RUNPOD_API_BASE_URL", cloud.url)
-        monkeypatch.setenv("TEST_RUNPOD_API_KEY", API_KEY)
-        yield cloud
 
 
 def backend(**fields):

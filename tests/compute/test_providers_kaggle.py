@@ -6,20 +6,11 @@ import dagster as dg
 import pytest
 
 from standins.kaggle_api import KaggleStandin
-from standins.pipeline import (
-    ACCESS_KEY, SECRET_KEY, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
-)
+from standins.pipeline import ACCESS_KEY, SECRET_KEY, run_stage_asset, training_config
 
 KEY = "kaggle-key-STANDIN-5d1e-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         "cancel_poll_seconds": 0.5}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
 
 
 @pytest.fixture

@@ -9,29 +9,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from standins.pipeline import (
-    ACCESS_KEY, SECRET_KEY, WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
-)
-from standins.runpod_api import RunPodStandin
+from standins.pipeline import ACCESS_KEY, SECRET_KEY, WORKER_CREDENTIALS, run_stage_asset, training_config
 
 API_KEY = "rpa_STANDIN_4f9c2e-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         **WORKER_CREDENTIALS}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
-
-
-@pytest.fixture
-def runpod(tmp_path, monkeypatch):
-    with RunPodStandin(tmp_path, api_key=API_KEY) as cloud:
-        monkeypatch.setenv("RUNPOD_API_BASE_URL", cloud.url)  # read by the SDK at every call
-        monkeypatch.setenv("TEST_RUNPOD_API_KEY", API_KEY)
-        yield cloud
 
 
 def backend(**fields):

@@ -5,19 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from standins.pipeline import SECRET_KEY, WORKER_CREDENTIALS, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests
+from standins.pipeline import SECRET_KEY, WORKER_CREDENTIALS, run_stage_asset, training_config
 from standins.vastai_api import VastAIStandin
 
 API_KEY = "vast_STANDIN_91be77-never-in-logs"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         **WORKER_CREDENTIALS}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
 
 
 @pytest.fixture

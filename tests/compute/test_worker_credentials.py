@@ -23,30 +23,12 @@ from llm_assets.compute.verify import verified_checkpoint, verify_published
 from llm_assets.core.artifacts_s3 import S3ArtifactStore
 from llm_assets.core.errors import ArtifactIntegrityError, ConfigError
 from llm_assets.core.s3_settings import S3Settings
-from standins.pipeline import (
-    ACCESS_KEY, SECRET_KEY, moto_s3, run_stage_asset, store_resource, training_config, upstream_manifests,
-)
-from standins.runpod_api import RunPodStandin
+from standins.pipeline import ACCESS_KEY, SECRET_KEY, run_stage_asset, training_config
 
 API_KEY = "rpa_STANDIN_credentials-never-in-logs"
 ROLE = "arn:aws:iam::123456789012:role/llm-assets-worker"
 FAST = {"poll_interval_seconds": 0.3, "message_poll_seconds": 0.3, "message_flush_seconds": 0.3,
         "heartbeat_seconds": 0.5}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with moto_s3() as endpoint:
-        store = store_resource(endpoint)
-        yield store, upstream_manifests(store)
-
-
-@pytest.fixture
-def runpod(tmp_path, monkeypatch):
-    with RunPodStandin(tmp_path, api_key=API_KEY) as cloud:
-        monkeypatch.setenv("RUNPOD_API_BASE_URL", cloud.url)
-        monkeypatch.setenv("TEST_RUNPOD_API_KEY", API_KEY)
-        yield cloud
 
 
 def backend(**fields):
