@@ -143,7 +143,9 @@ def dagster_ui(tmp_path_factory, screenshot_dir) -> DagsterUI:
     home, workdir = root / "home", root / "work"
     home.mkdir()
     workdir.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Dagster's "Join the community" prompt (nux) is a modal that can open over a menu mid-click: off here; the
+    # page fixture still answers it if it shows.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(home), "LLM_ASSETS_ENV": "local",
            "LLM_ASSETS_ARTIFACT_ROOT": str(root / "artifacts"),
            "LLM_ASSETS_CHECKPOINT_DIR": str(root / "checkpoints"),

@@ -117,7 +117,13 @@ def test_journey_1_launchpad_preset_live_logs_and_success(page, dagster_ui, scre
     partition.fill(MODEL)
     page.get_by_role("menuitem", name=MODEL).click()
     page.get_by_text("No errors").wait_for()
-    shown = yaml.safe_load(editor.evaluate("el => el.CodeMirror.getValue()"))
+    # The partition's run config arrives after the scaffold (which also reads "No errors"): wait for it.
+    deadline = time.monotonic() + 60
+    while True:
+        shown = yaml.safe_load(editor.evaluate("el => el.CodeMirror.getValue()"))
+        if contains(shown, load_preset(UI_SMOKE)) or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(250)
     # For a partition the Launchpad expands every default around the preset's values: each of them must be there.
     assert contains(shown, load_preset(UI_SMOKE)), \
         f"the Launchpad does not show tests/fixtures/ui_smoke.yaml's values in the run config: {shown}"
