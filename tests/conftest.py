@@ -1,5 +1,4 @@
 import os
-import socket
 
 import pytest
 
@@ -24,11 +23,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A real S3-compatible server (moto's server mode) on a free loopback port, one per test module."""
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
+    from tests.moto_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint

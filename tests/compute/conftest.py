@@ -3,7 +3,6 @@ store with the tiny pipeline's upstream assets (data, base model) already materi
 
 from __future__ import annotations
 
-import socket
 
 import dagster as dg
 import pytest
@@ -17,15 +16,10 @@ TRAINING_CONFIG = {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "save_steps"
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    from moto.server import ThreadedMotoServer
+    from tests.moto_server import moto_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

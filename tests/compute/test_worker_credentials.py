@@ -8,7 +8,6 @@ AssumeRole session policy, so the end-to-end run checks that STS received exactl
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 from pathlib import Path
 
@@ -72,20 +71,15 @@ def test_a_remote_backend_without_a_worker_credential_refuses_to_launch(s3, runp
 def enforcing_s3():
     """moto with IAM enforcement: an orchestrator user allowed everything, a worker role with the job's policy."""
     from moto import settings
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    from tests.moto_server import moto_server
+
     previous = settings.INITIAL_NO_AUTH_ACTION_COUNT
-    try:
-        yield endpoint, settings
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = previous
-        server.stop()
+    with moto_server() as endpoint:
+        try:
+            yield endpoint, settings
+        finally:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = previous
 
 
 def test_the_jobs_credentials_cannot_write_outside_its_prefixes(enforcing_s3):

@@ -1,6 +1,5 @@
 """Shared pieces of the retraining tests: a tiny preset on disk, a Definitions with test resources, moto's S3."""
 
-import socket
 
 import dagster as dg
 import pytest
@@ -60,14 +59,11 @@ def execute(defs: dg.Definitions, request: dg.RunRequest, instance, raise_on_err
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
+    from tests.moto_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

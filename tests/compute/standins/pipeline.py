@@ -4,7 +4,6 @@ Dagster asset that runs one stage through a compute backend."""
 from __future__ import annotations
 
 import contextlib
-import socket
 
 import dagster as dg
 
@@ -21,20 +20,13 @@ WORKER_CREDENTIALS = {"worker_aws_access_key_id": "AKIASTANDINWORKER01", "worker
 def moto_s3():
     """A real S3-compatible server (moto's server mode) on 127.0.0.1 with an `artifacts` bucket."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
-                 aws_secret_access_key=SECRET_KEY).create_bucket(Bucket="artifacts")
-    try:
+    from tests.moto_server import moto_server
+
+    with moto_server() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+                     aws_secret_access_key=SECRET_KEY).create_bucket(Bucket="artifacts")
         yield endpoint
-    finally:
-        server.stop()
 
 
 def store_resource(endpoint: str):
