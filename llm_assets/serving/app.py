@@ -181,10 +181,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/admin/refresh", dependencies=[Depends(admin)])
     async def refresh(model: str | None = None):
         """Check the registry now, for one model (?model=) or every served one; waits up to wait_timeout_s."""
-        targets = [state.fleet.get(model)] if model else state.fleet.models()
         if not model:
             await anyio.to_thread.run_sync(state.fleet.discover)
-            targets = state.fleet.models()
+        targets = [state.fleet.get(model)] if model else state.fleet.models()
         checks = {s.key: asyncio.wrap_future(s.follower.request_check()) for s in targets}
         done, _ = await asyncio.wait(checks.values(), timeout=config.wait_timeout_s) if checks else (set(), set())
         out = {}

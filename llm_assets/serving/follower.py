@@ -56,6 +56,7 @@ class RegistryFollower:
         self.owner = None  # the ServedModel this follows for, never evicted to make room for itself
         self.previous_sha: str | None = None
         self.on_demand = False  # loading because a request asked (not at start): give up when nobody waits
+        self.no_room = False  # the last load found no room in the byte budget (the other models busy)
         # Every follower's files, when the cache is shared (set by the Fleet); alone, its own.
         self.cache_in_use = self.shas_in_use
         self.cache_dir = Path(config.cache_dir).expanduser()
@@ -126,7 +127,7 @@ class RegistryFollower:
             log.error("cannot read the registry (still serving what is loaded): %s", exc)
             return f"registry error: {exc}"
         self.alias_version, self.checked_at, self.registry_error = record.version, time.time(), None
-        self.record = record
+        self.record, self.no_room = record, False
         current = self.holder.current
         if current is not None and not current.alive:  # its model process died: load the version again
             log.error("the model process of v%s is gone; loading v%s", current.info.version, record.version)
@@ -158,6 +159,7 @@ class RegistryFollower:
                              record.serving)
             smoke = self._install(info)
         except NoRoom as exc:
+            self.no_room = True
             if self.on_demand and self.holder.current is None:
                 self.wanted = False  # loaded again when a request asks, not by the poll
             log.info("%s@%s v%s not loaded: %s", record.model, self.ref, record.version, exc)

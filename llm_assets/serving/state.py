@@ -84,16 +84,15 @@ class ServerState:
         follower = served.follower
         served.load_waiters += 1
         try:
-            follower.on_demand, follower.wanted = True, True
             self.metrics.count("queued_requests_total")
             deadline = time.monotonic() + self.config.wait_timeout_s
             while True:
+                follower.on_demand, follower.wanted = True, True  # a load with no room gave it up: ask again
                 outcome = await self._until(asyncio.wrap_future(follower.request_check()), deadline, request)
                 try:
                     slot = served.holder.try_acquire()
                 except NoModelError as exc:
-                    if outcome is not None and time.monotonic() < deadline and "not loaded: " in outcome \
-                            and follower.alias_version is not None:
+                    if follower.no_room and time.monotonic() < deadline:
                         continue  # no room yet (the other models busy): ask again until the deadline
                     why = outcome or "still loading"
                     if follower.alias_version is None:
