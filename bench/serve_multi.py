@@ -1,7 +1,7 @@
 """Benchmark: one server for several models, promotions under load (issue 17's "must reach").
 
 Registers N models (default 3) with two versions each on a SQLite registry, starts `llm-assets serve` as its own
-process serving all of them, drives it with 8 concurrent `openai` clients spread over the models, and moves the
+process serving all of them, drives it with 8 concurrent clients spread over the models, and moves the
 production alias 5 times spread over the models (promote / rollback), then compares with direct
 llama-cpp-python: one Llama per model, each answering the same prompts in its own thread.
 
@@ -9,7 +9,10 @@ llama-cpp-python: one Llama per model, each answering the same prompts in its ow
   p99 during swaps           at most 1.5x the steady p99
   served tokens/s            at least 0.95x direct llama-cpp-python
 
-Run: .venv/bin/python bench/serve_multi.py [--models 3] [--seconds 20] [--memory-budget-bytes N]
+The clients share the cores with the server: `--client lean` (default) keeps their own CPU small, so the
+figures are the server's; `--client openai` sends the same requests through the openai package.
+
+Run: .venv/bin/python bench/serve_multi.py [--models 3] [--seconds 20] [--memory-budget-bytes N] [--client openai]
 The GGUFs are the embedded tiny Llama untrained (f16 and q8_0, as bench/serve_swap.py builds them). Prints a
 table, then one JSON line.
 """
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import serve_swap  # noqa: E402
-from serve_swap import build_ggufs, free_port, get_json, p99, prompts  # noqa: E402
+from serve_swap import CLIENTS, Refused, build_ggufs, free_port, get_json, p99, prompts  # noqa: E402
 
 
 def direct_tokens_per_s(ggufs: list[Path], texts: list[str], max_tokens: int, seconds: float) -> float:
@@ -64,29 +67,23 @@ class Clients(serve_swap.Clients):
     """Client i asks model (i + n) % models on its n-th request; each answer's X-Model must be the one asked.
     Records are (start, end, tokens, outcome): "ok", "refused" (429/503 with Retry-After) or the failure."""
 
-    def __init__(self, url: str, names: list[str], texts: list[str], n: int, max_tokens: int):
-        super().__init__(url, texts, n, max_tokens)
+    def __init__(self, url: str, names: list[str], texts: list[str], n: int, max_tokens: int, client: str):
+        super().__init__(url, texts, n, max_tokens, client)
         self.names = names
 
     def _run(self, i: int) -> None:
-        import openai
-
-        client = openai.OpenAI(base_url=self.url + "/v1", api_key="bench", max_retries=0, timeout=120)
+        client = self.client(self.url)
         k = i
         while not self.stop.is_set():
             name, started = self.names[k % len(self.names)], time.perf_counter()
             k += 1
             try:
-                raw = client.completions.with_raw_response.create(
-                    model=name, prompt=self.texts[k % len(self.texts)], max_tokens=self.max_tokens, temperature=0)
-                out = raw.parse()
-                outcome = "ok" if raw.headers.get("X-Model") == name else f"wrong model {raw.headers.get('X-Model')}"
-                record = (started, time.perf_counter(), out.usage.completion_tokens, outcome)
-            except (openai.RateLimitError, openai.InternalServerError) as exc:
-                refused = exc.status_code in (429, 503) and exc.response.headers.get("Retry-After")
-                record = (started, time.perf_counter(), 0, "refused" if refused else f"failed {exc}")
-                if refused:
-                    time.sleep(float(exc.response.headers["Retry-After"]) / 10)
+                out, headers = client.complete(name, self.texts[k % len(self.texts)], self.max_tokens)
+                outcome = "ok" if headers.get("x-model") == name else f"wrong model {headers.get('x-model')}"
+                record = (started, time.perf_counter(), out["usage"]["completion_tokens"], outcome)
+            except Refused as exc:
+                record = (started, time.perf_counter(), 0, "refused")
+                time.sleep(exc.retry_after / 10)
             except Exception as exc:  # every other outcome is a failure, reported
                 record = (started, time.perf_counter(), 0, f"failed {type(exc).__name__}: {exc}")
             with self.lock:
@@ -119,6 +116,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--memory-budget-bytes", type=int, default=None, help="the server's byte budget "
                         "(default: none, every model resident)")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="lean", help="the load generator: 'lean' "
+                        "(standard-library HTTP, little CPU of its own) or 'openai' (the openai package)")
     args = parser.parse_args()
 
     from llm_assets.core.artifacts import LocalArtifactStore
@@ -152,7 +151,7 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not start serving every model")
                 time.sleep(0.1)
-            with Clients(url, names, texts, args.clients, args.max_tokens) as clients:
+            with Clients(url, names, texts, args.clients, args.max_tokens, args.client) as clients:
                 time.sleep(2)  # warm-up, not measured
                 steady_start = time.perf_counter()
                 time.sleep(args.seconds)
@@ -187,7 +186,7 @@ def main() -> int:
         "swap_over_steady_p99": round(p99(during) / p99(steady), 3), "requests_during_swaps": len(during),
         "served_tokens_per_s": round(served_tps, 1), "direct_tokens_per_s": round(direct_tps, 1),
         "direct_tokens_per_s_before_after": [round(direct_before, 1), round(direct_after, 1)],
-        "served_over_direct": round(served_tps / direct_tps, 3), "memory_budget_bytes": args.memory_budget_bytes,
+        "served_over_direct": round(served_tps / direct_tps, 3), "memory_budget_bytes": args.memory_budget_bytes, "client": args.client,
         "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
     }
     result["passed"] = (failed == 0 and result["swap_over_steady_p99"] <= 1.5 and result["served_over_direct"] >= 0.95)

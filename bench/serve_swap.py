@@ -1,12 +1,15 @@
-"""Benchmark: zero-downtime swaps under load (issue 5's "must reach").
+"""Benchmark: zero-downtime swaps of one model under load.
 
 Starts `llm-assets serve` as its own process on a SQLite registry in a temporary folder, drives it with 8
-concurrent `openai` clients (completions, greedy, the pet benchmark's prompts), moves the production alias 5
-times (promote / rollback in turn), and compares with direct llama-cpp-python on the same GGUF:
+concurrent clients (completions, greedy, the pet benchmark's prompts), moves the production alias 5 times
+(promote / rollback in turn), and compares with direct llama-cpp-python on the same GGUF:
 
   failed requests            must be 0
-  p99 during swaps           at most 2x the steady p99
-  served tokens/s            at least 0.9x direct llama-cpp-python (one Llama, same prompts, same settings)
+  p99 during swaps           at most 1.5x the steady p99
+  served tokens/s            at least 0.95x direct llama-cpp-python (one Llama, same prompts, same settings)
+
+The clients run on the same cores as the server. `--client lean` (default) keeps their own CPU small, so the
+figures are the server's; `--client openai` sends the same requests through the openai package.
 
 Run: .venv/bin/python bench/serve_swap.py [--gguf A.gguf --gguf-b B.gguf] [--seconds 20]
 Without --gguf it builds the embedded tiny Llama (the production shape: 4 layers, 128 wide) untrained, and
@@ -71,28 +74,90 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Clients:
-    """N threads, each its own openai client, each sending the next prompt as soon as the last is answered."""
+class Refused(Exception):
+    """429 or 503 with Retry-After: the server's documented answer under pressure, counted apart."""
 
-    def __init__(self, url: str, texts: list[str], n: int, max_tokens: int):
+    def __init__(self, retry_after: float):
+        super().__init__(f"refused, Retry-After {retry_after:g}")
+        self.retry_after = retry_after
+
+
+class LeanClient:
+    """A keep-alive HTTP/1.1 client of the completions route on the standard library: the load generator's own
+    CPU (it shares the cores with the server here) stays near 0.3 ms a request, where the `openai` client spends
+    about 4 ms (pydantic models, httpx). `--client openai` measures with the real client instead."""
+
+    def __init__(self, url: str):
+        import http.client
+        import urllib.parse
+
+        netloc = urllib.parse.urlsplit(url).netloc
+        self._conn = http.client.HTTPConnection(netloc, timeout=120)
+
+    def complete(self, model: str, prompt: str, max_tokens: int) -> tuple[dict, dict]:
+        """(response body, response headers); Refused for 429/503 with Retry-After, RuntimeError otherwise."""
+        body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+        try:
+            self._conn.request("POST", "/v1/completions", body=body, headers={
+                "Content-Type": "application/json", "Authorization": "Bearer bench"})
+            response = self._conn.getresponse()
+            data = response.read()
+        except Exception:
+            self._conn.close()  # reconnects on the next request
+            raise
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        if response.status in (429, 503) and headers.get("retry-after"):
+            raise Refused(float(headers["retry-after"]))
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
+        return json.loads(data), headers
+
+
+class OpenAIClient:
+    """The same call through the `openai` package (what users' code runs)."""
+
+    def __init__(self, url: str):
+        import openai
+
+        self._openai = openai
+        self._client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=120)
+
+    def complete(self, model: str, prompt: str, max_tokens: int) -> tuple[dict, dict]:
+        try:
+            raw = self._client.completions.with_raw_response.create(model=model, prompt=prompt,
+                                                                    max_tokens=max_tokens, temperature=0)
+        except (self._openai.RateLimitError, self._openai.InternalServerError) as exc:
+            retry_after = exc.response.headers.get("Retry-After")
+            if exc.status_code in (429, 503) and retry_after:
+                raise Refused(float(retry_after)) from exc
+            raise
+        return raw.parse().model_dump(), {k.lower(): v for k, v in raw.headers.items()}
+
+
+CLIENTS = {"lean": LeanClient, "openai": OpenAIClient}
+
+
+class Clients:
+    """N threads, each its own client, each sending the next prompt as soon as the last is answered. Records are
+    (start, end, tokens, version or None for a failure)."""
+
+    def __init__(self, url: str, texts: list[str], n: int, max_tokens: int, client: str = "lean"):
         self.url, self.texts, self.n, self.max_tokens = url, texts, n, max_tokens
-        self.records: list[tuple[float, float, int, int | None]] = []  # start, end, tokens, version (None: failed)
+        self.client = CLIENTS[client]
+        self.records: list[tuple] = []
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
     def _run(self, i: int) -> None:
-        from openai import OpenAI
-
-        client = OpenAI(base_url=self.url + "/v1", api_key="bench", max_retries=0, timeout=120)
+        client = self.client(self.url)
         k = i
         while not self.stop.is_set():
             started = time.perf_counter()
             try:
-                out = client.completions.create(model=MODEL, prompt=self.texts[k % len(self.texts)],
-                                                max_tokens=self.max_tokens, temperature=0)
-                record = (started, time.perf_counter(), out.usage.completion_tokens,
-                          int(out.system_fingerprint.split("-v")[1].split("-")[0]))
+                out, _ = client.complete(MODEL, self.texts[k % len(self.texts)], self.max_tokens)
+                record = (started, time.perf_counter(), out["usage"]["completion_tokens"],
+                          int(out["system_fingerprint"].split("-v")[1].split("-")[0]))
             except Exception as exc:  # every failure counts; the bench reports them
                 record = (started, time.perf_counter(), 0, None)
                 with self.lock:
@@ -143,6 +208,8 @@ def main() -> int:
                         "length of each direct measurement")
     parser.add_argument("--gap", type=float, default=3.0, help="seconds of load between two swaps")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="lean", help="the load generator: 'lean' "
+                        "(standard-library HTTP, little CPU of its own) or 'openai' (the openai package)")
     args = parser.parse_args()
 
     from llm_assets.core.artifacts import LocalArtifactStore
@@ -177,7 +244,7 @@ def main() -> int:
                 except Exception:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise RuntimeError("the server did not start")
-            with Clients(url, texts, args.clients, args.max_tokens) as clients:
+            with Clients(url, texts, args.clients, args.max_tokens, args.client) as clients:
                 time.sleep(2)  # warm-up, not measured
                 steady_start = time.perf_counter()
                 time.sleep(args.seconds)
@@ -217,18 +284,18 @@ def main() -> int:
         "served_tokens_per_s": round(served_tps, 1), "direct_tokens_per_s": round(direct_tps, 1),
         "direct_tokens_per_s_before_after": [round(direct_before, 1), round(direct_after, 1)],
         "served_over_direct": round(served_tps / direct_tps, 3),
-        "gguf_bytes": sizes, "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+        "gguf_bytes": sizes, "client": args.client, "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
         "swaps_succeeded": sum(float(line.split()[-1]) for line in metrics_text.splitlines()
                                if line.startswith('llm_serve_swaps_total{result="success"')),
     }
-    result["passed"] = (failed == 0 and result["swap_over_steady_p99"] <= 2.0 and result["served_over_direct"] >= 0.9)
+    result["passed"] = (failed == 0 and result["swap_over_steady_p99"] <= 1.5 and result["served_over_direct"] >= 0.95)
     rows = [("failed requests", failed, "-", "0"),
             ("p99 latency (s)", f"steady {result['steady_p99_s']} / swaps {result['swap_p99_s']}", "-",
-             f"swaps <= 2x steady ({result['swap_over_steady_p99']}x)"),
+             f"swaps <= 1.5x steady ({result['swap_over_steady_p99']}x)"),
             ("tokens/s", result["served_tokens_per_s"], result["direct_tokens_per_s"],
-             f">= 0.9x direct ({result['served_over_direct']}x)"),
+             f">= 0.95x direct ({result['served_over_direct']}x)"),
             ("alias moves / swap time max (s)", f"{len(windows)} / {result['swap_seconds_max']}", "-", "-")]
-    print(f"\n{'metric':34} {'served (8 openai clients)':34} {'direct llama-cpp-python':24} target")
+    print(f"\n{'metric':34} {f'served ({args.clients} {args.client} clients)':34} {'direct llama-cpp-python':24} target")
     for name, served, direct, target in rows:
         print(f"{name:34} {str(served):34} {str(direct):24} {target}")
     if clients.errors:
