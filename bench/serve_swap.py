@@ -184,9 +184,18 @@ def p99(values: list[float]) -> float:
 
 
 def get_json(url: str) -> dict:
-    import httpx
+    """GET a JSON document with the standard library: the probe runs in the clients' process while they are
+    timed, so it must cost them little (an httpx client per call builds an SSL context: milliseconds of GIL)."""
+    import http.client
+    import urllib.parse
 
-    return httpx.get(url, timeout=30).json()
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 def wait_version(url: str, version: int, timeout_s: float = 120) -> float:

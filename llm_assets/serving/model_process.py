@@ -11,7 +11,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import select
+import threading
 import time
 import traceback
 
@@ -54,6 +56,7 @@ def error_payload(exc: BaseException) -> dict:
             "detail": traceback.format_exc(limit=5)}
 
 
+BACKGROUND_NICE = 10  # a swap's load and smoke test get about a tenth of a busy core's share
 DRAIN_INTERVAL_S = 0.01  # how soon a running request notices its cancellation
 
 CANCELLED = {"status": 499, "message": "cancelled: the client went away or its deadline passed",
@@ -95,11 +98,35 @@ def _stops_when_cancelled(llm, request_id: int, cancelled: set, drain_pipe):
         del llm.create_completion  # the method again
 
 
+def in_background(fn, *args, **kwargs):
+    """fn's result (or its exception), computed in a thread at nice +BACKGROUND_NICE: a model loading or being
+    smoke-tested for a swap yields the cores to the models serving live requests. Linux nice values are per
+    thread, so the process's main thread (and the threads llama.cpp starts from it) keep serving at the normal
+    priority afterwards; an unprivileged process could never lower its nice value again."""
+    outcome: dict = {}
+
+    def run() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: full priority then
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
+                           + BACKGROUND_NICE)
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="background")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str = "auto") -> None:
     """The process's main loop (the target of ModelSlot's process)."""
     logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
     try:
-        llm, settings = load_llama(path, n_ctx, n_threads, repack)
+        llm, settings = in_background(load_llama, path, n_ctx, n_threads, repack)
     except Exception as exc:  # reported to the parent, which keeps serving the old model
         conn.send((None, "error", {"status": 500, "message": str(exc), "type": "load_error"}))
         return
@@ -148,7 +175,7 @@ def serve_model(conn, path: str, n_ctx: int, n_threads: int | None, repack: str 
                 if kind == "smoke":
                     from llm_assets.serving.smoke import run_smoke
 
-                    conn.send((request_id, "done", run_smoke(llm, **params).to_dict()))
+                    conn.send((request_id, "done", in_background(run_smoke, llm, **params).to_dict()))
                     continue
                 if params.get("stream"):
                     result = JOBS[kind](**params)(llm)
