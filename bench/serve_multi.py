@@ -9,10 +9,10 @@ llama-cpp-python: one Llama per model, each answering the same prompts in its ow
   p99 during swaps           at most 1.5x the steady p99
   served tokens/s            at least 0.95x direct llama-cpp-python
 
-The clients share the cores with the server: `--client lean` (default) keeps their own CPU small, so the
-figures are the server's; `--client openai` sends the same requests through the openai package.
+The clients are `openai` clients on the same cores as the server; `--client lean` sends the same requests with
+the standard library instead, whose own CPU is smaller, to see the server's share alone.
 
-Run: .venv/bin/python bench/serve_multi.py [--models 3] [--seconds 20] [--memory-budget-bytes N] [--client openai]
+Run: .venv/bin/python bench/serve_multi.py [--models 3] [--seconds 20] [--memory-budget-bytes N] [--client lean]
 The GGUFs are the embedded tiny Llama untrained (f16 and q8_0, as bench/serve_swap.py builds them). Prints a
 table, then one JSON line.
 """
@@ -116,8 +116,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--memory-budget-bytes", type=int, default=None, help="the server's byte budget "
                         "(default: none, every model resident)")
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="lean", help="the load generator: 'lean' "
-                        "(standard-library HTTP, little CPU of its own) or 'openai' (the openai package)")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="openai", help="the load generator: "
+                        "'openai' (the openai package, what users run) or 'lean' (standard-library HTTP, little CPU "
+                        "of its own, to see the server's share alone)")
     args = parser.parse_args()
 
     from llm_assets.core.artifacts import LocalArtifactStore

@@ -8,8 +8,8 @@ concurrent clients (completions, greedy, the pet benchmark's prompts), moves the
   p99 during swaps           at most 1.5x the steady p99
   served tokens/s            at least 0.95x direct llama-cpp-python (one Llama, same prompts, same settings)
 
-The clients run on the same cores as the server. `--client lean` (default) keeps their own CPU small, so the
-figures are the server's; `--client openai` sends the same requests through the openai package.
+The clients are `openai` clients on the same cores as the server; `--client lean` sends the same requests with
+the standard library instead, whose own CPU is smaller, to see the server's share alone.
 
 Run: .venv/bin/python bench/serve_swap.py [--gguf A.gguf --gguf-b B.gguf] [--seconds 20]
 Without --gguf it builds the embedded tiny Llama (the production shape: 4 layers, 128 wide) untrained, and
@@ -85,7 +85,7 @@ class Refused(Exception):
 class LeanClient:
     """A keep-alive HTTP/1.1 client of the completions route on the standard library: the load generator's own
     CPU (it shares the cores with the server here) stays near 0.3 ms a request, where the `openai` client spends
-    about 4 ms (pydantic models, httpx). `--client openai` measures with the real client instead."""
+    about 4 ms (pydantic models, httpx)."""
 
     def __init__(self, url: str):
         import http.client
@@ -141,7 +141,7 @@ class Clients:
     """N threads, each its own client, each sending the next prompt as soon as the last is answered. Records are
     (start, end, tokens, version or None for a failure)."""
 
-    def __init__(self, url: str, texts: list[str], n: int, max_tokens: int, client: str = "lean"):
+    def __init__(self, url: str, texts: list[str], n: int, max_tokens: int, client: str = "openai"):
         self.url, self.texts, self.n, self.max_tokens = url, texts, n, max_tokens
         self.client = CLIENTS[client]
         self.records: list[tuple] = []
@@ -217,8 +217,9 @@ def main() -> int:
                         "length of each direct measurement")
     parser.add_argument("--gap", type=float, default=3.0, help="seconds of load between two swaps")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="lean", help="the load generator: 'lean' "
-                        "(standard-library HTTP, little CPU of its own) or 'openai' (the openai package)")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="openai", help="the load generator: "
+                        "'openai' (the openai package, what users run) or 'lean' (standard-library HTTP, little CPU "
+                        "of its own, to see the server's share alone)")
     args = parser.parse_args()
 
     from llm_assets.core.artifacts import LocalArtifactStore
