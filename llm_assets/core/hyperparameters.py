@@ -124,6 +124,11 @@ class TrainingParams(BaseModel):
         default=False, description="Batch rows of similar token length together (random groups of 50 batches, "
         "sorted inside): about a tenth less compute on padding, but batches are no longer random draws, which "
         "measured a slightly higher validation loss; off by default.")
+    padding_free: bool = Field(
+        default=False, description="Batches without padding: a batch's rows are concatenated and only the attention "
+        "lays them out padded, row by row (no token attends across rows), so projections, MLP and LM head compute "
+        "real tokens only; same losses as padded batches up to rounding. Off by default: on a CPU the gathers cost "
+        "what the fifth of padding saves (embedded model, 0.136-0.142 vs 0.128 CPU-s a step).")
 
 
 class ExportParams(BaseModel):

@@ -98,7 +98,7 @@ def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: 
     return [HealthAndProgress()]
 
 
-def _sft_config(params: TrainingParams, output_dir: Path, max_length: int, has_eval: bool):
+def _sft_config(params: TrainingParams, output_dir: Path, has_eval: bool):
     from trl import SFTConfig
 
     return SFTConfig(
@@ -120,7 +120,11 @@ def _sft_config(params: TrainingParams, output_dir: Path, max_length: int, has_e
         eval_strategy="epoch" if has_eval else "no",
         seed=params.seed,
         data_seed=params.seed,
-        max_length=max_length,
+        # train_sft hands over rows tokenized, labelled and cut to max_length (tokenize_rows): TRL's own
+        # row-by-row preparation would only redo it (and refuses a max_length with padding-free batches).
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        padding_free=params.padding_free,
         completion_only_loss=True,
         report_to=[],
         disable_tqdm=True,
@@ -165,6 +169,67 @@ def attention_implementation(attention: str) -> str | None:
     return None if _cuda_available() else "eager"
 
 
+def unpadded_attention(kernel: str | None) -> str:
+    """The name of an attention that runs padding-free batches on `kernel` ('eager' or 'sdpa'), registered once.
+
+    TRL's padding-free collator concatenates a batch's rows into one sequence (position ids restarting
+    per row, boundaries in cu_seq_lens_q). Only FlashAttention's varlen kernels take that as is; with
+    eager or SDPA, transformers masks a block-diagonal square over the whole batch, about ten times
+    the attention work of the padded batch (measured 0.32 vs 0.11 s a step, embedded model). This
+    attention lays the rows out padded for the attention product alone and gathers them back, so every
+    other layer (projections, MLP, norms, LM head, loss) sees real tokens only, and no token attends
+    across rows.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    kernel = kernel or "sdpa"
+    name = f"unpadded_{kernel}"
+    if name not in AttentionInterface._global_mapping:
+        AttentionInterface.register(name, lambda *a, **kw: _unpadded_attention(kernel, *a, **kw))
+        # The rows are masked inside the attention: the square block-diagonal mask is never built.
+        AttentionMaskInterface.register(name, lambda *a, **kw: None)
+    return name
+
+
+def _unpadded_attention(kernel, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
+    import torch
+
+    cu = kw.get("cu_seq_lens_q")
+    if cu is None or query.shape[0] != 1:
+        # Without row boundaries the rows cannot be kept apart: refuse rather than attend across them.
+        raise ValueError("padding-free attention needs a padding-free batch (cu_seq_lens_q from TRL's collator)")
+    lengths = cu.diff().long()
+    rows, width, n = lengths.numel(), int(kw["max_length_q"]), query.shape[2]
+    row = torch.repeat_interleave(torch.arange(rows, device=query.device), lengths, output_size=n)
+    pos = torch.arange(n, device=query.device) - cu[:-1].long()[row]
+    slot = row * width + pos  # each token's place in a [rows, width] grid
+
+    def padded(x):  # [1, heads, n, dim] -> [rows, heads, width, dim]
+        flat = x[0].transpose(0, 1)
+        grid = flat.new_zeros(rows * width, *flat.shape[1:]).index_copy(0, slot, flat)
+        return grid.view(rows, width, *flat.shape[1:]).transpose(1, 2)
+
+    q, k, v = padded(query), padded(key), padded(value)
+    if k.shape[1] != q.shape[1]:  # grouped-query attention
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    idx = torch.arange(width, device=query.device)
+    mask = (idx[None, :] <= idx[:, None])[None] & (idx[None, None, :] < lengths[:, None, None])
+    mask = mask[:, None]  # [rows, 1, width, width]: causal, and only the row's own tokens
+    p = dropout if module.training else 0.0
+    if kernel == "sdpa":
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=scaling)
+    else:
+        scores = torch.matmul(q, k.transpose(2, 3)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(torch.nn.functional.dropout(weights, p=p, training=module.training), v)
+    heads, dim = out.shape[1], out.shape[3]
+    out = out.transpose(1, 2).reshape(rows * width, heads, dim).index_select(0, slot)
+    return out.unsqueeze(0), None  # [1, n, heads, dim], as the model's own attention returns it
+
+
 def use_bf16(precision: str) -> bool:
     """Whether training runs under bf16 autocast for a TrainingParams.precision."""
     if precision != "auto":
@@ -174,6 +239,39 @@ def use_bf16(precision: str) -> bool:
 
         return torch.cuda.is_bf16_supported()
     return cpu_has_native_bf16()
+
+
+def tokenize_rows(tokenizer, rows: Sequence[dict], max_length: int | None):
+    """The rows as SFTTrainer would prepare them (input_ids and completion-only labels), in one batched pass.
+
+    TRL tokenizes a split row by row through Dataset.map on every run (about 3,000 rows/s); the fast
+    tokenizer takes the whole split in one call. The result is exactly TRL's: the prompt and the
+    prompt+completion+EOS tokenized apart, the completion starting where they diverge, kept from the
+    start up to max_length, and rows left without a completion token dropped.
+    """
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token
+    prompts = [r["prompt"] for r in rows]
+    texts = [r["prompt"] + (r["completion"] if r["completion"].endswith(eos) else r["completion"] + eos)
+             for r in rows]
+    prompt_ids = tokenizer(prompts)["input_ids"] if rows else []
+    full_ids = tokenizer(texts)["input_ids"] if rows else []
+    input_ids, labels = [], []
+    for p, ids in zip(prompt_ids, full_ids):
+        start = len(p) if ids[:len(p)] == p else _common_prefix(p, ids)
+        ids = ids[:max_length] if max_length else ids
+        if len(ids) > start:  # TRL drops a row whose completion was cut off entirely
+            input_ids.append(ids)
+            labels.append([-100] * start + ids[start:])
+    return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def train_sft(
@@ -193,7 +291,6 @@ def train_sft(
     Returns a summary: losses, steps, tokens, seconds, resumed_from.
     """
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
@@ -205,6 +302,8 @@ def train_sft(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     attention = attention_implementation(params.attention)
+    if params.padding_free:
+        attention = unpadded_attention(attention)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, torch_dtype=torch.float32,
                                                  **({"attn_implementation": attention} if attention else {}))
     peft_config = None
@@ -218,13 +317,12 @@ def train_sft(
             modules_to_save=["embed_tokens", "lm_head"] if params.lora_train_embeddings else None,
             task_type="CAUSAL_LM",
         )
-    columns = lambda rows: {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
-    train_ds = Dataset.from_dict(columns(train_rows))
-    eval_ds = Dataset.from_dict(columns(validation_rows)) if validation_rows else None
+    train_ds = tokenize_rows(tokenizer, train_rows, max_length)
+    eval_ds = tokenize_rows(tokenizer, validation_rows, max_length) if validation_rows else None
     checkpoint_dir = Path(checkpoint_dir)
     history: list[dict] = []
     trainer = SFTTrainer(
-        model=model, args=_sft_config(params, checkpoint_dir, max_length, eval_ds is not None),
+        model=model, args=_sft_config(params, checkpoint_dir, eval_ds is not None),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=_callbacks(params, on_progress, history),
     )
@@ -235,7 +333,9 @@ def train_sft(
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    metrics = trainer.evaluate() if eval_ds is not None else {}
+    # The last epoch's evaluation already scored the final weights: do not pay for it twice.
+    last_eval = [h for h in history if "eval_loss" in h and h["step"] == result.global_step]
+    metrics = last_eval[-1] if last_eval else trainer.evaluate() if eval_ds is not None else {}
     with atomic_dir(out_dir) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
