@@ -13,8 +13,8 @@ ARG TORCH_VERSION=2.13.0
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu \
     && python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-constraint.txt
 # llama-cpp-python with the project's portable flags (deploy/llama_cpp/cmake-args.sh), never -march=native.
-COPY deploy/llama_cpp/cmake-args.sh /usr/local/bin/llama-cmake-args
-RUN CMAKE_ARGS="$(sh /usr/local/bin/llama-cmake-args)" pip install --no-cache-dir "llama-cpp-python==0.3.36"
+COPY deploy/llama_cpp/ /opt/llama-cmake/
+RUN CMAKE_ARGS="$(sh /opt/llama-cmake/cmake-args.sh)" pip install --no-cache-dir "llama-cpp-python==0.3.36"
 COPY pyproject.toml README.md workspace.yaml dagster_cloud.yaml ./
 COPY llm_assets ./llm_assets
 COPY resources ./resources

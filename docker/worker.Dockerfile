@@ -19,8 +19,8 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" \
     && python -c "import torch; print('torch==' + torch.__version__)" > /opt/torch-constraint.txt
 # llama-cpp-python builds from source with the project's portable CPU flags (deploy/llama_cpp/cmake-args.sh:
 # no -march=native, no AMX) plus CUDA for evaluation on the GPU; the image runs on whatever host a cloud hands out.
-COPY deploy/llama_cpp/cmake-args.sh /usr/local/bin/llama-cmake-args
-RUN CMAKE_ARGS="$(LLAMA_EXTRA_CMAKE_ARGS=-DGGML_CUDA=on sh /usr/local/bin/llama-cmake-args)" \
+COPY deploy/llama_cpp/ /opt/llama-cmake/
+RUN CMAKE_ARGS="$(LLAMA_EXTRA_CMAKE_ARGS=-DGGML_CUDA=on sh /opt/llama-cmake/cmake-args.sh)" \
     && echo "llama-cpp-python CMAKE_ARGS: $CMAKE_ARGS" \
     && CMAKE_ARGS="$CMAKE_ARGS" pip install --no-cache-dir "llama-cpp-python==0.3.36"
 COPY pyproject.toml README.md ./

@@ -26,13 +26,31 @@ def test_one_pinned_version_everywhere_it_is_built():
         places[dockerfile] = re.search(r"llama-cpp-python==([0-9.]+)", (ROOT / dockerfile).read_text()).group(1)
     assert places == dict.fromkeys(places, pinned)
     for dockerfile in ("docker/worker.Dockerfile", "docker/code_location.Dockerfile", "deploy/serve/Dockerfile"):
-        assert "deploy/llama_cpp/cmake-args.sh" in (ROOT / dockerfile).read_text(), dockerfile
+        text = (ROOT / dockerfile).read_text()
+        # the whole folder: cmake-args.sh names the CMake include that sits beside it
+        assert "COPY deploy/llama_cpp/ /opt/llama-cmake/" in text and "sh /opt/llama-cmake/cmake-args.sh" in text, \
+            dockerfile
+
+
+def test_only_what_the_python_package_loads_is_compiled(tmp_path):
+    """The multimodal and common libraries are left out: the include cmake-args.sh names exists wherever the
+    folder is copied, and turns llama.cpp's common library off after llama-cpp-python forced it on."""
+    copy = tmp_path / "llama-cmake"
+    copy.mkdir()
+    for name in ("cmake-args.sh", "without-common.cmake"):
+        (copy / name).write_text((SCRIPT.parent / name).read_text())
+    out = subprocess.run(["sh", str(copy / "cmake-args.sh"), "x86_64"], capture_output=True, text=True, check=True)
+    flags = dict(f.removeprefix("-D").split("=", 1) for f in out.stdout.split())
+    assert flags["LLAVA_BUILD"] == "OFF"
+    include = Path(flags["CMAKE_PROJECT_llama.cpp_INCLUDE"])
+    assert include == copy / "without-common.cmake" and include.is_file()
+    assert re.search(r"set\(LLAMA_BUILD_COMMON OFF CACHE BOOL .* FORCE\)", include.read_text())
 
 
 def test_x86_flags_are_portable_and_leave_amx_and_avx512_out():
     out = cmake_args("x86_64")
     assert out.returncode == 0, out.stderr
-    flags = dict(f.removeprefix("-D").split("=") for f in out.stdout.split())
+    flags = dict(f.removeprefix("-D").split("=", 1) for f in out.stdout.split())
     assert flags["GGML_NATIVE"] == "OFF" and flags["GGML_AVX2"] == "ON"
     assert {flags[k] for k in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16", "GGML_AVX512")} == {"OFF"}
     assert cmake_args("amd64").stdout == out.stdout  # Docker's TARGETARCH name

@@ -9,9 +9,13 @@
 #            AVX-512 and AMX stay off: AVX-512 would SIGILL on Zen 1-3 and most desktops; AMX is the crash.
 #   aarch64: armv8-a, so one image runs on every 64-bit Raspberry Pi (the Pi 4's Cortex-A72 has no dot
 #            product). On a Pi 5, Graviton or Ampere set LLAMA_ARM_ARCH=armv8.2-a+dotprod+fp16 (faster q8_0/q4).
+# Only what the Python package loads is compiled: libllama and ggml. The multimodal library (LLAVA_BUILD) and
+# llama.cpp's common library (without-common.cmake, which must sit beside this script) are left out.
 # Extra flags for an accelerator (e.g. -DGGML_CUDA=on) come from LLAMA_EXTRA_CMAKE_ARGS.
 set -eu
 arch="${1:-$(uname -m)}"
+here="$(cd "$(dirname "$0")" && pwd)"
+parts="-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$here/without-common.cmake"
 case "$arch" in
     x86_64|amd64)
         flags="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
@@ -22,4 +26,4 @@ case "$arch" in
         echo "llama-cpp cmake-args: no portable flags for architecture '$arch' (known: x86_64, aarch64)" >&2
         exit 2 ;;
 esac
-echo "$flags${LLAMA_EXTRA_CMAKE_ARGS:+ $LLAMA_EXTRA_CMAKE_ARGS}"
+echo "$flags $parts${LLAMA_EXTRA_CMAKE_ARGS:+ $LLAMA_EXTRA_CMAKE_ARGS}"
