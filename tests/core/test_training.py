@@ -3,25 +3,17 @@
 import json
 
 import pytest
+from tests.core.tiny_bases import small_base
 
-from llm_assets.core import pet_task, tiny_model, training
+from llm_assets.core import training
 from llm_assets.core.errors import TrainingHealthError
 from llm_assets.core.hyperparameters import TrainingParams
 
-SPEC = tiny_model.TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                pretrain_steps=0)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    rows = pet_task.generate_training_rows(64, seed=3)
-    out = tmp_path_factory.mktemp("base")
-    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC, vocabulary_texts=[r["completion"] for r in rows])
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(out)
-    framed = [{"prompt": tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
-                                                  add_generation_prompt=True),
-               "completion": r["completion"]} for r in rows]
-    return out, framed
+    return small_base(tmp_path_factory, 64, seed=3)
 
 
 def params(**kw):

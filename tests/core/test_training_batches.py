@@ -5,23 +5,17 @@ padding-free batch the same loss as a padded one (it differs when a token attend
 """
 
 import pytest
+from tests.core.tiny_bases import small_base
 import torch
 
-from llm_assets.core import pet_task, tiny_model, training
+from llm_assets.core import training
 from llm_assets.core.hyperparameters import TrainingParams
 
-SPEC = tiny_model.TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                pretrain_steps=0)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    rows = pet_task.generate_training_rows(40, seed=7)
-    out = tmp_path_factory.mktemp("base")
-    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC,
-                                vocabulary_texts=[r["completion"] for r in rows])
-    frame = "<|user|>\n{}\n<|assistant|>\n"
-    return out, [{"prompt": frame.format(r["prompt"]), "completion": r["completion"]} for r in rows]
+    return small_base(tmp_path_factory, 40, seed=7)
 
 
 def tokenizer(model_dir):

@@ -4,12 +4,11 @@ Real runs on a tiny model: a lever may make a step cheaper, never change what is
 """
 
 import pytest
+from tests.core.tiny_bases import small_base
 
-from llm_assets.core import pet_task, tiny_model, training
+from llm_assets.core import training
 from llm_assets.core.hyperparameters import TrainingParams
 
-SPEC = tiny_model.TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                pretrain_steps=0)
 CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\nprocessor\t: 1\n"
 
 
@@ -35,12 +34,7 @@ def test_precision_and_attention_choices_on_this_machine():
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    rows = pet_task.generate_training_rows(48, seed=5)
-    out = tmp_path_factory.mktemp("base")
-    tiny_model.build_tiny_model(out, [r["prompt"] for r in rows], SPEC,
-                                vocabulary_texts=[r["completion"] for r in rows])
-    frame = "<|user|>\n{}\n<|assistant|>\n"
-    return out, [{"prompt": frame.format(r["prompt"]), "completion": r["completion"]} for r in rows]
+    return small_base(tmp_path_factory, 48, seed=5)
 
 
 def first_loss(base, tmp_path, **levers) -> float:
