@@ -193,8 +193,8 @@ def main(argv=None) -> dict:
     (work / "train.json").write_text(json.dumps(train))
     (work / "validation.json").write_text(json.dumps(val))
     tokens = real_tokens(base, train) * args.epochs
-    common = ["--workdir", str(work), "--base", base.name, "--model", args.model, "--epochs", str(args.epochs), "--batch-size",
-              str(args.batch_size), "--threads", str(args.threads)] + [f"--set={kv}" for kv in args.set]
+    common = ["--workdir", str(work), "--base", base.name, "--model", args.model, "--epochs", str(args.epochs),
+              "--batch-size", str(args.batch_size), "--threads", str(args.threads)] + [f"--set={kv}" for kv in args.set]
     runs: dict[str, list[dict]] = {"project": [], "baseline": []}
     for rep in range(args.repeats):
         for who in (("project", "baseline") if rep % 2 == 0 else ("baseline", "project")):
@@ -222,7 +222,8 @@ def main(argv=None) -> dict:
         f"{args.rows} rows x {args.epochs:g} epoch(s), batch {args.batch_size}, seed {SEED}, "
         f"threads {args.threads or 'default'}, {tokens:,.0f} real tokens, medians of {args.repeats}\n"
         f"  project: bf16 autocast {first_p['precision_bf16']}, attention {first_p['attention']}, length-grouped "
-        f"{first_p['group_by_length']}, padding-free {first_p['padding_free']}, no activation checkpointing{', ' + ' '.join(args.set) if args.set else ''}\n"
+        f"{first_p['group_by_length']}, padding-free {first_p['padding_free']}, no activation checkpointing"
+        f"{', ' + ' '.join(args.set) if args.set else ''}\n"
         f"  baseline: TRL SFTTrainer, default SFTConfig (bf16 {first_b['precision_bf16']}, "
         f"gradient checkpointing {first_b['gradient_checkpointing']}, random padded batches)",
         ["", "project", "baseline", "ratio"], rows_out)
