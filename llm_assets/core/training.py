@@ -292,7 +292,8 @@ def train_sft(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+
+    from llm_assets.core.completion_loss import sft_trainer_class
 
     started = time.perf_counter()
     if params.threads:
@@ -321,7 +322,7 @@ def train_sft(
     eval_ds = tokenize_rows(tokenizer, validation_rows, max_length) if validation_rows else None
     checkpoint_dir = Path(checkpoint_dir)
     history: list[dict] = []
-    trainer = SFTTrainer(
+    trainer = sft_trainer_class()(
         model=model, args=_sft_config(params, checkpoint_dir, eval_ds is not None),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=_callbacks(params, on_progress, history),

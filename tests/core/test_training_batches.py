@@ -118,3 +118,41 @@ def test_padding_free_attention_refuses_a_batch_without_row_boundaries():
     q = torch.zeros(1, 2, 5, 4)
     with pytest.raises(ValueError, match="padding-free"):
         AttentionInterface._global_mapping[name](torch.nn.Module(), q, q, q, None)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_our_loss_and_gradients_are_trls_on_the_same_batch(base, tmp_path, padding_free):
+    """completion_loss keeps only the logits some row has a target for; TRL's own loss scores every position
+    through its tiled LM-head kernel. On one batch both give the same loss and the same gradients."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from llm_assets.core.completion_loss import sft_trainer_class
+
+    model_dir, rows = base
+    tok = tokenizer(model_dir)
+    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, completion_only_loss=True,
+                       max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, padding_free=padding_free,
+                       report_to=[], use_cpu=True, bf16=False)
+    data = training.tokenize_rows(tok, rows[:8], None)
+    attention = {"attn_implementation": training.unpadded_attention("eager")} if padding_free else {}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **attention)
+    theirs = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok)
+    ours = sft_trainer_class()(model=model, args=config, train_dataset=data, processing_class=tok)
+    batch = next(iter(theirs.get_train_dataloader()))
+    labelled = (batch["shift_labels"] if "shift_labels" in batch else batch["labels"][:, 1:]).ne(-100).sum()
+    assert labelled > 0
+
+    def loss_and_grads(trainer, count):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=count)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for count in (None, labelled):
+        our_loss, our_grads = loss_and_grads(ours, count)
+        their_loss, their_grads = loss_and_grads(theirs, count)
+        assert our_loss == pytest.approx(their_loss, rel=1e-5) and our_loss > 0
+        assert len(our_grads) == len(their_grads)
+        for a, b in zip(our_grads, their_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
