@@ -156,3 +156,23 @@ def test_our_loss_and_gradients_are_trls_on_the_same_batch(base, tmp_path, paddi
         assert len(our_grads) == len(their_grads)
         for a, b in zip(our_grads, their_grads):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_lm_head_runs_in_full_precision_under_bf16_autocast(base):
+    """The head's product and gradients stay fp32 under autocast, as TRL's kernel accumulates them (in bf16 the
+    embedded model learned to copy targets out of the question far less often)."""
+    from transformers import AutoModelForCausalLM
+
+    from llm_assets.core.completion_loss import full_precision_head
+
+    model_dir, _ = base
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16
+        full_precision_head(model)
+        full_precision_head(model)  # once is enough; a second call changes nothing
+        logits = model(input_ids=ids).logits
+    assert logits.dtype == torch.float32
+    logits.sum().backward()
+    assert model.get_output_embeddings().weight.grad.dtype == torch.float32
