@@ -10,7 +10,7 @@ value TRL's kernel computes, and the same code on a GPU.
 The LM head runs in fp32 outside autocast (`full_precision_head`), as TRL's kernel accumulates its gradients:
 with the head's product and gradients rounded to bf16, the embedded model learned to copy the target out of the
 question in 1 of 3 `make demo` runs (seeds 0, 1, 2: 0.948, 0.836, 0.860 strict accuracy), where TRL's own loss
-had done so in 2 of 2.
+had done so in 2 of 2 (seeds 0 and 1); with the head in fp32, in 2 of 3 (0.964, 0.968, 0.876).
 """
 
 from __future__ import annotations
