@@ -20,10 +20,11 @@ import inspect
 IGNORE = -100
 
 
-def completion_loss(model, inputs: dict, num_items_in_batch=None):
+def completion_loss(model, inputs: dict, num_items_in_batch=None, keep_logits: bool | None = None):
     """(loss, outputs) for a batch of `inputs` with `labels` (or pre-shifted `shift_labels`, as padding-free
     collators give them): the summed negative log-likelihood of the labelled tokens, divided by
     `num_items_in_batch` (the Trainer's count over every micro-batch of the step) or else by this batch's count.
+    `keep_logits`: whether the model takes logits_to_keep (None: look at its forward's signature now).
     """
     import torch
 
@@ -32,7 +33,7 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
     targets = shifted if shifted is not None else labels[:, 1:]  # hidden state p predicts targets[:, p]
     positions = (targets != IGNORE).any(0).nonzero().squeeze(1)
     inputs["use_cache"] = False
-    if keeps_logits(model):
+    if keeps_logits(model) if keep_logits is None else keep_logits:
         outputs = model(**inputs, logits_to_keep=positions)
         logits = outputs.logits
     else:
@@ -48,9 +49,13 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
 
 def keeps_logits(model) -> bool:
     """Does the (unwrapped) model's forward take logits_to_keep (most transformers causal LMs do)?"""
-    inner = getattr(model, "module", model)  # DistributedDataParallel
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
+
+
+def _unwrapped(model):
+    """The transformers model inside DistributedDataParallel and PEFT wrappers."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def full_precision_head(model) -> None:
@@ -60,9 +65,7 @@ def full_precision_head(model) -> None:
     embeddings, are where bf16 rounding hurt (see the module's docstring)."""
     import torch
 
-    inner = getattr(model, "module", model)
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    head = inner.get_output_embeddings()
+    head = _unwrapped(model).get_output_embeddings()
     if head is None or getattr(head, "full_precision", False):
         return
     rounded = head.forward
@@ -82,9 +85,10 @@ def sft_trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             full_precision_head(self.model)
+            self.keeps_logits = keeps_logits(self.model)  # once, not on every step
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch, self.keeps_logits)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # The count spans every device while DDP averages their gradients (as TRL and Trainer scale it).
                 loss = loss * self.accelerator.num_processes

@@ -10,7 +10,6 @@ from llm_assets.core.errors import TrainingHealthError
 from llm_assets.core.hyperparameters import TrainingParams
 
 
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     return small_base(tmp_path_factory, 64, seed=3)

@@ -12,7 +12,6 @@ from llm_assets.core import training
 from llm_assets.core.hyperparameters import TrainingParams
 
 
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     return small_base(tmp_path_factory, 40, seed=7)
