@@ -29,7 +29,8 @@ class RawDataParams(BaseModel):
         default=None, ge=1, description="Rows to generate for 'embedded:pet' (null: the model file's, else 60000; "
         "fresh rows beat repeated epochs: for the same 55,000 example passes 27,500 rows x 2 epochs scored 0.92 "
         "strict accuracy, 11,000 x 5 0.88; in `make demo` 60,000 x 1 scores 0.964 in 3,562 steps with the default "
-        "seeds (0.876 with seed 2), 44,000 x 2 0.992 in 5,224).")
+        "seeds (0.876 with seed 2), 44,000 x 2 0.992 or 0.884 in 5,224: whether the model learns to copy the target "
+        "name depends on the seed, see bench/recipe_curve.py).")
     seed: Optional[int] = Field(default=None, description="Seed of the generator for 'embedded:pet' (null: the "
                                 "model file's).")
 
