@@ -101,10 +101,8 @@ def worker(args) -> None:
                 if args.stop_at and state.global_step >= args.stop_at:
                     control.should_training_stop = True
 
-    callbacks = training._callbacks
-    training._callbacks = lambda *a: callbacks(*a) + [Curve()]
     out = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-    result = training.train_sft(base, rows, [], out / "model", out / "checkpoints", params)
+    result = training.train_sft(base, rows, [], out / "model", out / "checkpoints", params, extra_callbacks=[Curve()])
     benchlib.report({"curve": curve, "seconds": result["seconds"], "steps": result["global_steps"]})
 
 

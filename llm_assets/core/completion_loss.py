@@ -33,7 +33,9 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None, keep_logits: b
     targets = shifted if shifted is not None else labels[:, 1:]  # hidden state p predicts targets[:, p]
     positions = (targets != IGNORE).any(0).nonzero().squeeze(1)
     inputs["use_cache"] = False
-    if keeps_logits(model) if keep_logits is None else keep_logits:
+    if keep_logits is None:
+        keep_logits = keeps_logits(model)
+    if keep_logits:
         outputs = model(**inputs, logits_to_keep=positions)
         logits = outputs.logits
     else:

@@ -283,10 +283,12 @@ def train_sft(
     params: TrainingParams,
     max_length: int = 256,
     on_progress: ProgressFn | None = None,
+    extra_callbacks: Sequence = (),
 ) -> dict:
     """Fine-tune the model in `base_model_dir`; write the adapter (or full model) to `out_dir`.
 
     Rows are {"prompt", "completion"} with the prompt already in the chat frame.
+    `extra_callbacks`: Trainer callbacks run beside the health and progress ones (a benchmark's probe).
     Resumes from the newest complete checkpoint in `checkpoint_dir`.
     Returns a summary: losses, steps, tokens, seconds, resumed_from.
     """
@@ -325,7 +327,7 @@ def train_sft(
     trainer = sft_trainer_class()(
         model=model, args=_sft_config(params, checkpoint_dir, eval_ds is not None),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=_callbacks(params, on_progress, history),
+        peft_config=peft_config, callbacks=_callbacks(params, on_progress, history) + list(extra_callbacks),
     )
     from transformers.trainer_callback import PrinterCallback
 
