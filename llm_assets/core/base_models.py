@@ -118,7 +118,8 @@ def prepare_base_model(params: BaseModelParams, out_dir: Path,
         spec = tiny_model.TinyModelSpec(
             vocab_size=params.vocab_size, hidden_size=params.hidden_size,
             intermediate_size=params.intermediate_size, num_layers=params.num_layers,
-            num_heads=params.num_heads, pretrain_steps=params.pretrain_steps, seed=params.seed)
+            num_heads=params.num_heads, init_std=params.init_std, pretrain_steps=params.pretrain_steps,
+            seed=params.seed)
         if spec.hidden_size % spec.num_heads:
             raise ConfigError("hidden_size", spec.hidden_size, f"must be a multiple of num_heads={spec.num_heads}")
         corpus = pet_task.generate_training_rows(CORPUS_ROWS, CORPUS_SEED)

@@ -79,6 +79,10 @@ class BaseModelParams(BaseModel):
     intermediate_size: int = Field(default=512, ge=16, description="Embedded model: MLP width.")
     num_layers: int = Field(default=4, ge=1, description="Embedded model: transformer blocks.")
     num_heads: int = Field(default=4, ge=1, description="Embedded model: attention heads.")
+    init_std: Optional[float] = Field(
+        default=None, gt=0, le=1, description="Embedded model: standard deviation of the initial weights (null: "
+        "1/sqrt(hidden_size), 0.088 at 128). transformers' usual 0.02 made the fine-tune's copying of a name out "
+        "of the question a seed lottery: it formed late or never.")
     pretrain_steps: int = Field(default=100, ge=0, description="Embedded model: causal-LM steps on the prompt corpus.")
     seed: int = Field(default=0, description="Embedded model: seed of initialisation and pretraining.")
 
