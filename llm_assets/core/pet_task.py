@@ -189,9 +189,7 @@ def focused_state(rng: random.Random) -> PetState:
     """A state where choosing the target matters: hungry with food around, or sad with toys.
 
     Uniform sampling makes such states rare (about a quarter of rows), and the
-    target is the hardest field to learn; training draws half its rows here
-    (measured on the benchmark: half gave 0.876 strict accuracy, three in
-    four 0.848, as the other fields then lose more than the target gains).
+    target is the field a model learns last; training draws a third of its rows here.
     """
     state = random_state(rng)
     kinds = FOODS if rng.random() < 0.6 else TOYS
@@ -218,12 +216,54 @@ def example(state: PetState, phrasing: int, **extra) -> dict:
     return {"prompt": render_prompt(state, phrasing), "completion": format_decision(decide(state)), **extra}
 
 
+def single_rule_state(rng: random.Random) -> PetState:
+    """Stats that trigger no rule, then one rule's stat drawn within 20 of its threshold.
+
+    In a uniform state several rules usually fire and the first wins, so a threshold
+    is rarely what decides; a model trained on those alone answers 'play' whenever a
+    toy is listed, or 'explore' at happiness 8, as if it read the digits, not the value.
+    """
+    base = random_state(rng)
+    stats = {"hunger": rng.randint(0, HUNGRY_AT - 1), "energy": rng.randint(NIGHT_TIRED_BELOW, 100),
+             "happiness": rng.randint(SAD_BELOW, 100), "hygiene": rng.randint(DIRTY_BELOW, 100)}
+    objects, time = [o for o in base.objects if o[0] not in PREDATORS], base.time
+
+    def across(threshold: int) -> int:
+        return max(0, min(100, threshold + rng.randint(-20, 19)))
+
+    rule = rng.randrange(6)
+    if rule == 0:
+        stats["hunger"] = across(HUNGRY_AT)
+        if not any(name in FOODS for name, _ in objects):
+            objects.insert(0, (rng.choice(FOODS), rng.randint(1, MAX_DISTANCE)))
+    elif rule == 1:
+        stats["energy"] = across(EXHAUSTED_BELOW)
+    elif rule == 2:
+        stats["energy"], time = across(NIGHT_TIRED_BELOW), "night"
+    elif rule == 3:
+        stats["hygiene"] = across(DIRTY_BELOW)
+    elif rule == 4:
+        stats["happiness"] = across(SAD_BELOW)
+        if not any(name in TOYS for name, _ in objects):
+            objects.insert(0, (rng.choice(TOYS), rng.randint(1, MAX_DISTANCE)))
+    else:
+        objects.append(("fox", rng.randint(1, 2 * FOX_DANGER_DISTANCE)))
+    return PetState(**stats, time=time, objects=tuple(objects))
+
+
+# Training rows cycle through these: uniform states for the mix a user sends, states where the target
+# matters, and states where one threshold decides. Measured with bench/recipe_curve.py, 38,000 rows, seeds
+# 0-2: uniform and focused alternating scored 0.924 / 0.976 / 0.884 exact match, the three in turn
+# 0.972 / 0.984 / 0.992.
+ROW_SAMPLERS = (random_state, focused_state, single_rule_state)
+
+
 def generate_training_rows(n: int, seed: int) -> list[dict]:
     """n labelled examples in prompt/completion form, none from the benchmark's share."""
     rng = random.Random(seed)
     rows, seen = [], set()
     while len(rows) < n:
-        state = focused_state(rng) if len(rows) % 2 else random_state(rng)
+        state = ROW_SAMPLERS[len(rows) % len(ROW_SAMPLERS)](rng)
         if is_benchmark_state(state) or state.key() in seen:
             continue
         seen.add(state.key())

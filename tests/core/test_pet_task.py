@@ -1,4 +1,6 @@
 import json
+import random
+from collections import Counter
 
 import pytest
 
@@ -85,3 +87,34 @@ def test_benchmark_is_fixed_and_covers_edge_cases():
     assert all(pt.parse_decision(r["completion"]) is not None for r in first)
     ties = [r for r in first if r["category"] == "tie"]
     assert all(json.loads(r["completion"])["action"] in ("eat", "play") for r in ties)
+
+
+def _rules_that_fire(s: pt.PetState) -> set[str]:
+    fox = s.distance_to("fox")
+    return {rule for rule, fires in {
+        "hide": fox is not None and fox <= pt.FOX_DANGER_DISTANCE,
+        "eat": s.hunger >= pt.HUNGRY_AT and any(n in pt.FOODS for n, _ in s.objects),
+        "sleep": s.energy < pt.EXHAUSTED_BELOW or (s.time == "night" and s.energy < pt.NIGHT_TIRED_BELOW),
+        "groom": s.hygiene < pt.DIRTY_BELOW,
+        "play": s.happiness < pt.SAD_BELOW and any(n in pt.TOYS for n, _ in s.objects),
+    }.items() if fires}
+
+
+def test_single_rule_states_put_one_threshold_on_either_side():
+    rng = random.Random(3)
+    states = [pt.single_rule_state(rng) for _ in range(1200)]
+    assert all(len(_rules_that_fire(s)) <= 1 for s in states)
+    actions = Counter(pt.decide(s)["action"] for s in states)
+    assert set(actions) == set(pt.ACTIONS), actions
+    # Each rule's own side and the calm side both appear: explore is what no rule firing looks like.
+    assert actions["explore"] > 200 and min(actions.values()) > 50, actions
+    with_toy = [pt.decide(s)["action"] for s in states
+                if any(n in pt.TOYS for n, _ in s.objects) and _rules_that_fire(s) <= {"play"}]
+    assert {"play", "explore"} <= set(with_toy)
+
+
+def test_training_rows_cycle_through_the_samplers():
+    rows = pt.generate_training_rows(900, seed=2)
+    actions = Counter(json.loads(r["completion"])["action"] for r in rows)
+    # Uniform and focused states alone give explore 14% of rows; single-rule states lift it to a quarter.
+    assert actions["explore"] > 0.18 * len(rows), actions
