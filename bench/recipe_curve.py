@@ -1,8 +1,8 @@
 """Accuracy per step of a training recipe on the embedded task, side by side with the recipe `make demo` ships.
 
-The demo's accuracy is decided by one thing learned late: copying the target's name out of the question
-(the nearest food or toy). Some seeds learn it, some never do within the epoch, so one `make demo` run
-says little about a recipe. This script trains the bunny's base model with `training.train_sft` on the
+One `make demo` run says little about a recipe: the same recipe has scored 0.88 with one seed and 0.97 with
+another (with transformers' default initialisation the copy of the target's name out of the question formed
+late or never, by seed; README, Measured). This script trains the bunny's base model with `training.train_sft` on the
 demo's data for several seeds, the shipped recipe (configs/cpu_tiny.yaml) and the recipe with `--set`
 overrides alternating, each run in a fresh process, and scores the benchmark every `--every` steps:
 
@@ -14,7 +14,7 @@ overrides alternating, each run in a fresh process, and scores the benchmark eve
 A seed has learned the copy when target accuracy reaches 0.85: answering the most common name scores 0.65, and
 models that copy scored 0.93 and up.
 
-    python bench/recipe_curve.py --set precision=fp32                  # seeds 0,1,2, the demo's 57,000 rows
+    python bench/recipe_curve.py --set precision=fp32                  # seeds 0,1,2, the demo's 45,600 rows
     python bench/recipe_curve.py --seeds 2 --stop-at 2000 --set learning_rate=5e-4 --plot curve.png
 """
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 COPY_LEARNED_AT = 0.85
-DEMO_ROWS = 57_000  # the model file's 60,000 less the 5% validation split
+DEMO_ROWS = 45_600  # the model file's 48,000 less the 5% validation split
 
 
 def shipped_recipe() -> dict:

@@ -15,7 +15,7 @@ from llm_assets.core.model_spec import EMBEDDED_PET, HOLDOUT
 from llm_assets.stages.io import StageContext, StageResult, describe, fetch, meta, publish
 
 EMBEDDED_SOURCE = EMBEDDED_PET
-DEFAULT_EMBEDDED_ROWS = 60000
+DEFAULT_EMBEDDED_ROWS = 48000
 
 
 def _row_format(row: dict) -> str:
