@@ -58,9 +58,10 @@ def _fit(llm, n_prompt: int, max_tokens: int) -> None:
 def completion_job(prompt: str, max_tokens: int, stream: bool, include_usage: bool = False, **sampling) -> Callable:
     def job(llm):
         _fit(llm, len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)), max_tokens)
-        sampled = _sample_log(llm) if stream and include_usage else None
-        result = llm.create_completion(prompt, max_tokens=max_tokens, stream=stream, **sampling)
-        return _with_usage(result, llm, sampled) if sampled is not None else result
+        budget = TokenBudget(llm, max_tokens)
+        result = budget.finished(llm.create_completion(prompt, max_tokens=max_tokens, stream=stream, **sampling),
+                                 stream)
+        return _with_usage(result, llm, budget) if stream and include_usage else result
     return job
 
 
@@ -72,14 +73,14 @@ def chat_job(messages: list[dict], max_tokens: int, stream: bool, grammar: str |
     def job(llm):
         text = grammar if grammar is not None else compile_in_process(response_format)
         constraint = None if text is None else _llama_grammar(text)
-        sampled = _sample_log(llm) if stream and include_usage else None
+        budget = TokenBudget(llm, max_tokens)
         try:
             result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, grammar=constraint,
                                                 **sampling)
             if stream:  # the prompt is evaluated on the first step: surface its errors before answering
-                result = _peeked(result)
-                return _with_usage(result, llm, sampled) if sampled is not None else result
-            return result
+                result = budget.finished(_peeked(result), stream)
+                return _with_usage(result, llm, budget) if include_usage else result
+            return budget.finished(result, stream)
         except ValueError as exc:
             if CONTEXT_OVERFLOW in str(exc):
                 raise ApiError(400, f"the conversation does not fit this model's context window: {exc}",
@@ -100,6 +101,58 @@ def _llama_grammar(text: str):
     return LlamaGrammar.from_string(text, verbose=False)
 
 
+class TokenBudget:
+    """Ends this job's generation at max_tokens sampled tokens, and before the context window is full.
+
+    llama-cpp-python skips its own max_tokens check while the answer ends in an incomplete UTF-8 character
+    (abetlen/llama-cpp-python#1470): a model that keeps sampling lead bytes, as a barely trained byte-level
+    one does, generates on to the end of the context, where llama_decode fails ("returned 1") and the request
+    would get a 500. The generator checks stopping criteria after every sampled token, before evaluating it;
+    when this one stops it, the generator hands on an end-of-generation token, so the completion keeps the
+    answer so far (the partial character is dropped when the text is decoded) and calls it "stop", which
+    `finished` puts back to "length".
+    """
+
+    def __init__(self, llm, max_tokens: int):
+        self.sampled, self.max_tokens, self.n_ctx, self.hit = _sample_log(llm), max_tokens, llm.n_ctx(), False
+        _guard_generate(llm)
+        llm._token_budget = self
+
+    def over(self, input_ids, logits) -> bool:
+        # input_ids holds the prompt and every sampled token: at n_ctx, one more could not be evaluated.
+        self.hit = self.hit or len(self.sampled) > self.max_tokens or len(input_ids) >= self.n_ctx
+        return self.hit
+
+    def finished(self, result, stream: bool):
+        """The answer (a dict, or a stream of chunks) with finish_reason "length" where the budget ended it."""
+        return (self._relabel(chunk) for chunk in result) if stream else self._relabel(result)
+
+    def _relabel(self, answer: dict) -> dict:
+        if self.hit:
+            for choice in answer.get("choices", ()):
+                if choice.get("finish_reason") == "stop":
+                    choice["finish_reason"] = "length"
+        return answer
+
+
+def _guard_generate(llm) -> None:
+    """Put the current job's TokenBudget in front of every generation of `llm` (once per Llama)."""
+    if "_token_budget" in llm.__dict__:
+        return
+    from llama_cpp import StoppingCriteriaList
+
+    generate = llm.generate
+
+    def guarded(*args, stopping_criteria=None, **kwargs):
+        budget = llm._token_budget
+        yield from generate(*args, stopping_criteria=StoppingCriteriaList([budget.over, *(stopping_criteria or [])]),
+                            **kwargs)
+        if budget.hit:
+            yield llm.token_eos()
+
+    llm.generate = guarded
+
+
 def _sample_log(llm) -> list[int]:
     """The tokens `llm` samples from now on, for a stream's usage. llama-cpp-python reports no usage when it
     streams and keeps its token lists to itself; its generator calls llm.sample once per token, so a recorder
@@ -118,10 +171,11 @@ def _sample_log(llm) -> list[int]:
     return log
 
 
-def _with_usage(chunks, llm, sampled: list[int]):
+def _with_usage(chunks, llm, budget: TokenBudget):
     """The stream's chunks, then OpenAI's usage chunk (no choices, the same id). Counted as llama-cpp-python
-    counts a whole answer: the tokens it kept (an end-of-generation token is sampled, never kept), and the prompt
-    as the context's length less the kept tokens (the last sampled token is never evaluated)."""
+    counts a whole answer: the tokens it kept (an end-of-generation token, or one past the budget, is sampled,
+    never kept), and the prompt as the context's length less the kept tokens (the last sampled token is never
+    evaluated)."""
     import llama_cpp
 
     last = None
@@ -129,7 +183,9 @@ def _with_usage(chunks, llm, sampled: list[int]):
         yield last
     if last is None:
         return
-    kept = len(sampled) - bool(sampled and llama_cpp.llama_vocab_is_eog(llm._model.vocab, sampled[-1]))
+    sampled = budget.sampled
+    dropped = budget.hit or llama_cpp.llama_vocab_is_eog(llm._model.vocab, sampled[-1]) if sampled else False
+    kept = len(sampled) - dropped
     prompt = llm.n_tokens - max(len(sampled) - 1, 0)
     yield {"id": last["id"], "object": last["object"], "created": last["created"], "model": last["model"],
            "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": kept,
@@ -143,8 +199,9 @@ def _peeked(iterator):
 
 def pet_job(messages: list[dict], max_tokens: int) -> Callable:
     def job(llm):
-        out = llm.create_chat_completion(messages, grammar=decision_grammar(), temperature=0,
-                                         max_tokens=max_tokens)
+        budget = TokenBudget(llm, max_tokens)
+        out = budget.finished(llm.create_chat_completion(messages, grammar=decision_grammar(), temperature=0,
+                                                         max_tokens=max_tokens), stream=False)
         text = out["choices"][0]["message"]["content"] or ""
         try:
             decision = validate_decision(text)
