@@ -28,7 +28,7 @@ class RawDataParams(BaseModel):
     num_examples: Optional[int] = Field(
         default=None, ge=1, description="Rows to generate for 'embedded:pet' (null: the model file's, else 48000; "
         "fresh rows beat repeated epochs: for the same 55,000 example passes 27,500 rows x 2 epochs scored 0.92 "
-        "strict accuracy, 11,000 x 5 0.88; 48,000 x 1 (2,850 steps) scored 0.980-0.992 exact match over seeds "
+        "strict accuracy, 11,000 x 5 0.88; 48,000 x 1 (2,850 steps) scored 0.996-1.000 exact match over seeds "
         "0-2 in bench/recipe_curve.py).")
     seed: Optional[int] = Field(default=None, description="Seed of the generator for 'embedded:pet' (null: the "
                                 "model file's).")

@@ -118,3 +118,24 @@ def test_training_rows_cycle_through_the_samplers():
     actions = Counter(json.loads(r["completion"])["action"] for r in rows)
     # Uniform and focused states alone give explore 14% of rows; single-rule states lift it to a quarter.
     assert actions["explore"] > 0.18 * len(rows), actions
+
+
+def test_edge_states_put_stats_at_the_ends_of_the_scale():
+    rng = random.Random(4)
+    states = [pt.edge_state(rng) for _ in range(1000)]
+    stats = [getattr(s, name) for s in states for name in pt.STATS]
+    assert all(0 <= v <= 100 for v in stats)
+    assert 0.15 < stats.count(0) / len(stats) < 0.25 and 0.2 < stats.count(100) / len(stats) < 0.35
+    # Several stats at 0 or 100 at once, and hungry scenes with nothing to eat (explore clamps hunger at 100).
+    assert sum(sum(getattr(s, n) in (0, 100) for n in pt.STATS) >= 3 for s in states) > 100
+    hungry_no_food = [s for s in states if s.hunger > 90 and not any(n in pt.FOODS for n, _ in s.objects)]
+    assert len(hungry_no_food) > 50
+    assert any(pt.decide(s) == {**pt.decide(s), "action": "explore", "hunger": 100} for s in hungry_no_food)
+
+
+def test_training_rows_hold_answers_at_the_ends_of_the_scale():
+    rows = pt.generate_training_rows(1400, seed=2)
+    answers = [json.loads(r["completion"]) for r in rows]
+    # Uniform, focused and single-rule states alone gave 13 of 45,600 answers with three stats at 0 or 100.
+    at_ends = [a for a in answers if sum(a[n] in (0, 100) for n in pt.STATS) >= 3]
+    assert len(at_ends) > 0.01 * len(rows), len(at_ends)
