@@ -163,7 +163,9 @@ def test_detached_worker_over_s3_streams_logs_and_writes_artifacts_and_checkpoin
 
 
 def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_store, s3_instance):
-    config = {**TRAINING_CONFIG, "max_steps": 60, "save_steps": 5, "seed": 2}
+    # 150 steps: long enough that the first checkpoint reaches the store (mirrored every second) before training
+    # ends, even with another test on the same two cores (with 60, a loaded run once finished first).
+    config = {**TRAINING_CONFIG, "max_steps": 150, "save_steps": 5, "seed": 2}
     store, key, instance = s3_store.store(), key_for(s3_store, s3_instance, **config), s3_instance
     killed = []
 
@@ -183,7 +185,7 @@ def test_killed_worker_is_retried_and_resumes_from_the_stored_checkpoint(s3_stor
     assert killed, "the worker finished before a checkpoint reached the store"
     assert result.success
     meta = result.asset_materializations_for_node("lora_adapter")[0].metadata
-    assert meta["resumed_from"].value.startswith("checkpoint-") and meta["steps"].value == 60
+    assert meta["resumed_from"].value.startswith("checkpoint-") and meta["steps"].value == 150
     lines = log_lines(instance, result.run_id)
     assert any("RETRYABLE (preemption)" in line for line in lines), lines
     assert any("restored checkpoint-" in line for line in lines)
