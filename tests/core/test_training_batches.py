@@ -157,6 +157,50 @@ def test_our_loss_and_gradients_are_trls_on_the_same_batch(base, tmp_path, paddi
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_a_packed_batch_padded_to_a_multiple_trains_as_the_unpadded_one(base, tmp_path):
+    """The pad tokens that round a padding-free batch's length up form one sequence of their own: no row
+    attends to them, and they are never a target, so loss and gradients are the unpadded batch's."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from llm_assets.core.completion_loss import pad_packed_batch, sft_trainer_class
+
+    model_dir, rows = base
+    tok = tokenizer(model_dir)
+    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, completion_only_loss=True,
+                       max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, padding_free=True,
+                       report_to=[], use_cpu=True, bf16=False)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 attn_implementation=training.unpadded_attention("eager"))
+    trainer = sft_trainer_class()(model=model, args=config, train_dataset=training.tokenize_rows(tok, rows[:8], None),
+                                  processing_class=tok)
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
+        [trainer.train_dataset[i] for i in range(8)])
+    n = plain["input_ids"].shape[1]
+    padded = pad_packed_batch(plain, 64, tok.pad_token_id)
+    width = padded["input_ids"].shape[1]
+    assert width % 64 == 0 and width > n and padded["labels"][0, n:].eq(-100).all()
+    assert padded["cu_seq_lens_q"].tolist() == plain["cu_seq_lens_q"].tolist() + [width]
+    assert padded["position_ids"][0, n:].tolist() == list(range(width - n))
+    assert pad_packed_batch(padded, 64, tok.pad_token_id) is padded  # a multiple already: left alone
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(plain), loss_and_grads(padded)
+    assert loss_b == pytest.approx(loss_a, rel=1e-5) and loss_a > 0
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # What train_sft hands the model: its collator rounds every batch up the same way.
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[1] % 64 == 0
+
+
 def test_the_lm_head_runs_in_full_precision_under_bf16_autocast(base):
     """The head's product and gradients stay fp32 under autocast, as TRL's kernel accumulates them (in bf16 the
     embedded model learned to copy targets out of the question far less often)."""
