@@ -296,6 +296,7 @@ def train_sft(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm_assets.core.completion_loss import sft_trainer_class
+    from llm_assets.core.fused_ops import fuse_rms_norms
 
     started = time.perf_counter()
     if params.threads:
@@ -309,6 +310,7 @@ def train_sft(
         attention = unpadded_attention(attention)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, torch_dtype=torch.float32,
                                                  **({"attn_implementation": attention} if attention else {}))
+    fuse_rms_norms(model)  # one kernel per norm instead of seven small operations (5% of a step, embedded model)
     peft_config = None
     if params.method == "lora":
         from peft import LoraConfig
