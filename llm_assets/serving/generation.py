@@ -184,7 +184,7 @@ def _with_usage(chunks, llm, budget: TokenBudget):
     if last is None:
         return
     sampled = budget.sampled
-    dropped = budget.hit or llama_cpp.llama_vocab_is_eog(llm._model.vocab, sampled[-1]) if sampled else False
+    dropped = bool(sampled) and (budget.hit or llama_cpp.llama_vocab_is_eog(llm._model.vocab, sampled[-1]))
     kept = len(sampled) - dropped
     prompt = llm.n_tokens - max(len(sampled) - 1, 0)
     yield {"id": last["id"], "object": last["object"], "created": last["created"], "model": last["model"],

@@ -162,6 +162,7 @@ def test_a_packed_batch_padded_to_a_multiple_trains_as_the_unpadded_one(base, tm
     attends to them, and they are never a target, so loss and gradients are the unpadded batch's."""
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from llm_assets.core.completion_loss import pad_packed_batch, sft_trainer_class
 
@@ -174,8 +175,6 @@ def test_a_packed_batch_padded_to_a_multiple_trains_as_the_unpadded_one(base, tm
                                                  attn_implementation=training.unpadded_attention("eager"))
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=training.tokenize_rows(tok, rows[:8], None),
                                   processing_class=tok)
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
     plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
         [trainer.train_dataset[i] for i in range(8)])
     n = plain["input_ids"].shape[1]
