@@ -115,6 +115,7 @@ def worker(args) -> None:
         import trl  # noqa: F401
 
         from llm_assets.core import training
+        from llm_assets.core.attention import attention_implementation
         from llm_assets.core.hyperparameters import TrainingParams
 
         params = TrainingParams(**{"epochs": args.epochs, "batch_size": args.batch_size, "seed": SEED,
@@ -125,7 +126,7 @@ def worker(args) -> None:
         model = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32)
         extra = {"precision_bf16": training.use_bf16(params.precision), "group_by_length": params.group_by_length,
                  "padding_free": params.padding_free,
-                 "attention": training.attention_implementation(params.attention) or "model default",
+                 "attention": attention_implementation(params.attention) or "model default",
                  "steps": result["global_steps"]}
     else:
         if args.threads:

@@ -121,9 +121,10 @@ class TrainingParams(BaseModel):
         "AVX512-BF16 (native bf16 matrix units), fp32 elsewhere, where bf16 is emulated and slower; "
         "'fp32' or 'bf16' force one.")
     attention: Literal["auto", "eager", "sdpa"] = Field(
-        default="auto", description="Attention kernel: 'auto' is 'eager' on a CPU (measured 1.6x faster per step "
-        "than PyTorch's SDPA CPU kernels on the embedded model's short padded rows) and the model's default "
-        "(SDPA / flash) on a GPU.")
+        default="auto", description="Attention kernel: 'auto' is eager attention in the autocast dtype on a CPU "
+        "(transformers' eager values without its float32 mask and softmax copies; PyTorch's SDPA CPU backward is "
+        "about 3x slower on short padded rows) and the model's default (SDPA / flash) on a GPU; 'eager' is "
+        "transformers' own.")
     group_by_length: bool = Field(
         default=False, description="Batch rows of similar token length together (random groups of 50 batches, "
         "sorted inside): about a tenth less compute on padding, but batches are no longer random draws, which "

@@ -1,9 +1,9 @@
-"""Fused RMSNorm: the same loss and gradients as transformers' own norm, on a real tiny Llama."""
+"""Fused RMSNorm and rotary embedding: the same loss and gradients as transformers' own, on a real tiny Llama."""
 
 import pytest
 import torch
 
-from llm_assets.core.fused_ops import fuse_rms_norms
+from llm_assets.core.fused_ops import fuse_rms_norms, fuse_rotary_embeddings
 from tests.core.tiny_bases import small_base
 
 
@@ -68,3 +68,63 @@ def test_norms_with_another_formula_are_left_alone():
     model = torch.nn.Sequential(GemmaRMSNorm())
     forward = model[0].forward
     assert fuse_rms_norms(model) == 0 and model[0].forward == forward
+
+
+@pytest.fixture
+def unfused_llama(monkeypatch):
+    """transformers' Llama modeling module with its own rotary embedding for this test, restored after."""
+    from transformers.models.llama import modeling_llama
+
+    current = modeling_llama.apply_rotary_pos_emb
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", getattr(current, "original", current))
+    return modeling_llama
+
+
+def relative_errors(grads: dict, reference: dict) -> dict:
+    return {n: float((g - reference[n]).norm() / reference[n].norm()) for n, g in grads.items()}
+
+
+def test_fused_rotary_trains_as_transformers_own(base, unfused_llama):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, rows = base
+    inputs = batch(model_dir, rows[:8])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    fp32_loss, fp32_grads = loss_and_grads(model, inputs, autocast=False)
+    bf16_loss, bf16_grads = loss_and_grads(model, inputs, autocast=True)
+    assert fuse_rotary_embeddings(model) == 1 and fuse_rotary_embeddings(model) == 0  # once per modeling module
+    assert unfused_llama.apply_rotary_pos_emb.fused
+    fused_loss, fused_grads = loss_and_grads(model, inputs, autocast=False)
+    torch.testing.assert_close(fused_loss, fp32_loss, rtol=1e-6, atol=0)
+    for name, grad in fp32_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    # Under bf16 autocast both differ from the fp32 gradients by bf16 rounding: the fused backward no more.
+    fused_bf16_loss, fused_bf16_grads = loss_and_grads(model, inputs, autocast=True)
+    torch.testing.assert_close(fused_bf16_loss, bf16_loss, rtol=1e-5, atol=0)
+    theirs, ours = relative_errors(bf16_grads, fp32_grads), relative_errors(fused_bf16_grads, fp32_grads)
+    assert max(theirs.values()) > 0  # autocast did round
+    for name in theirs:
+        assert ours[name] <= 1.25 * theirs[name] + 1e-6, (name, ours[name], theirs[name])
+
+
+def test_fused_rotary_leaves_inference_to_the_bit(unfused_llama):
+    original = unfused_llama.apply_rotary_pos_emb
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 4, 7, 16, dtype=torch.bfloat16), torch.randn(2, 4, 7, 16, dtype=torch.bfloat16)
+    angles = torch.arange(7.0)[None, :, None] * torch.rand(8)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    llama_layer = type("LlamaAttention", (torch.nn.Module,), {"__module__": unfused_llama.__name__})
+    assert fuse_rotary_embeddings(torch.nn.Sequential(llama_layer())) == 1
+    with torch.no_grad():
+        for expected, got in zip(original(q, k, cos, sin), unfused_llama.apply_rotary_pos_emb(q, k, cos, sin)):
+            assert got.dtype == expected.dtype == torch.float32 and torch.equal(got, expected)
+    # With gradients it computes the same rotation (one fused multiply-add: float32 rounding apart).
+    q.requires_grad_(True)
+    for expected, got in zip(original(q, k, cos, sin), unfused_llama.apply_rotary_pos_emb(q, k, cos, sin)):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_models_without_llama_rotary_are_left_alone(unfused_llama):
+    before = unfused_llama.apply_rotary_pos_emb
+    assert fuse_rotary_embeddings(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0
+    assert unfused_llama.apply_rotary_pos_emb is before

@@ -9,6 +9,7 @@ from tests.core.tiny_bases import small_base
 import torch
 
 from llm_assets.core import training
+from llm_assets.core.attention import unpadded_attention
 from llm_assets.core.hyperparameters import TrainingParams
 
 
@@ -111,7 +112,7 @@ def test_padding_free_batches_train_as_padded_ones(base, tmp_path, attention):
 
 
 def test_padding_free_attention_refuses_a_batch_without_row_boundaries():
-    name = training.unpadded_attention("eager")
+    name = unpadded_attention("eager")
     from transformers import AttentionInterface
 
     q = torch.zeros(1, 2, 5, 4)
@@ -134,7 +135,7 @@ def test_our_loss_and_gradients_are_trls_on_the_same_batch(base, tmp_path, paddi
                        max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, padding_free=padding_free,
                        report_to=[], use_cpu=True, bf16=False)
     data = training.tokenize_rows(tok, rows[:8], None)
-    attention = {"attn_implementation": training.unpadded_attention("eager")} if padding_free else {}
+    attention = {"attn_implementation": unpadded_attention("eager")} if padding_free else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **attention)
     theirs = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok)
     ours = sft_trainer_class()(model=model, args=config, train_dataset=data, processing_class=tok)
@@ -172,7 +173,7 @@ def test_a_packed_batch_padded_to_a_multiple_trains_as_the_unpadded_one(base, tm
                        max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, padding_free=True,
                        report_to=[], use_cpu=True, bf16=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 attn_implementation=training.unpadded_attention("eager"))
+                                                 attn_implementation=unpadded_attention("eager"))
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=training.tokenize_rows(tok, rows[:8], None),
                                   processing_class=tok)
     plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(

@@ -7,6 +7,7 @@ import pytest
 from tests.core.tiny_bases import small_base
 
 from llm_assets.core import training
+from llm_assets.core.attention import attention_implementation
 from llm_assets.core.hyperparameters import TrainingParams
 
 CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\nprocessor\t: 1\n"
@@ -24,8 +25,8 @@ def test_precision_and_attention_choices_on_this_machine():
     assert training.use_bf16("fp32") is False and training.use_bf16("bf16") is True
     if not torch.cuda.is_available():
         assert training.use_bf16("auto") is training.cpu_has_native_bf16()
-        assert training.attention_implementation("auto") == "eager"
-    assert training.attention_implementation("sdpa") == "sdpa"
+        assert attention_implementation("auto") == "eager_autocast"
+    assert attention_implementation("sdpa") == "sdpa"
     # The speed levers leave the demo's recipe alone: full fine-tune, batch 16, 1 epoch, lr 1e-3.
     p = TrainingParams()
     assert (p.method, p.batch_size, p.epochs, p.learning_rate) == ("full", 16, 1.0, 1e-3)
