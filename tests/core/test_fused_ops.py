@@ -40,7 +40,8 @@ def assert_no_farther_from_fp32(ours: dict, theirs: dict, fp32: dict):
         assert our_errors[name] <= 1.25 * their_error + 1e-6, (name, our_errors[name], their_error)
 
 
-def test_fused_norms_train_as_transformers_own(base):
+def assert_trains_as_before(base, fuse, bf16_loss_rtol: float):
+    """Loss and gradients of a real tiny Llama before and after `fuse(model)`, in fp32 and under bf16 autocast."""
     from transformers import AutoModelForCausalLM
 
     model_dir, rows = base
@@ -48,16 +49,23 @@ def test_fused_norms_train_as_transformers_own(base):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     plain_loss, plain_grads = loss_and_grads(model, inputs, autocast=False)
     plain_bf16_loss, plain_bf16_grads = loss_and_grads(model, inputs, autocast=True)
-    # One layer: its two norms and the final one.
-    assert fuse_rms_norms(model) == 3 and fuse_rms_norms(model) == 0  # once per module
+    fuse(model)
     fused_loss, fused_grads = loss_and_grads(model, inputs, autocast=False)
     assert plain_loss > 0
     torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-6, atol=0)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
     fused_bf16_loss, fused_bf16_grads = loss_and_grads(model, inputs, autocast=True)
-    torch.testing.assert_close(fused_bf16_loss, plain_bf16_loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fused_bf16_loss, plain_bf16_loss, rtol=bf16_loss_rtol, atol=0)
     assert_no_farther_from_fp32(fused_bf16_grads, plain_bf16_grads, plain_grads)
+
+
+def test_fused_norms_train_as_transformers_own(base):
+    def fuse(model):
+        # One layer: its two norms and the final one.
+        assert fuse_rms_norms(model) == 3 and fuse_rms_norms(model) == 0  # once per module
+
+    assert_trains_as_before(base, fuse, bf16_loss_rtol=1e-6)
 
 
 def test_under_autocast_only_a_layers_norms_hand_over_in_bf16(base):
@@ -114,22 +122,11 @@ def unfused_llama(monkeypatch):
 
 
 def test_fused_rotary_trains_as_transformers_own(base, unfused_llama):
-    from transformers import AutoModelForCausalLM
+    def fuse(model):
+        assert fuse_rotary_embeddings(model) == 1 and fuse_rotary_embeddings(model) == 0  # once per module
+        assert unfused_llama.apply_rotary_pos_emb.fused
 
-    model_dir, rows = base
-    inputs = batch(model_dir, rows[:8])
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    fp32_loss, fp32_grads = loss_and_grads(model, inputs, autocast=False)
-    bf16_loss, bf16_grads = loss_and_grads(model, inputs, autocast=True)
-    assert fuse_rotary_embeddings(model) == 1 and fuse_rotary_embeddings(model) == 0  # once per modeling module
-    assert unfused_llama.apply_rotary_pos_emb.fused
-    fused_loss, fused_grads = loss_and_grads(model, inputs, autocast=False)
-    torch.testing.assert_close(fused_loss, fp32_loss, rtol=1e-6, atol=0)
-    for name, grad in fp32_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
-    fused_bf16_loss, fused_bf16_grads = loss_and_grads(model, inputs, autocast=True)
-    torch.testing.assert_close(fused_bf16_loss, bf16_loss, rtol=1e-5, atol=0)
-    assert_no_farther_from_fp32(fused_bf16_grads, bf16_grads, fp32_grads)
+    assert_trains_as_before(base, fuse, bf16_loss_rtol=1e-5)
 
 
 def test_fused_rotary_leaves_inference_to_the_bit(unfused_llama):
