@@ -48,13 +48,25 @@ def _autocast_dtype_mask(*args, **kwargs):
     return eager_mask(*args, **kwargs)
 
 
+def _repeat_kv(query, key, value):
+    """Keys and values with as many heads as the query (grouped-query attention shares them)."""
+    if key.shape[1] == query.shape[1]:
+        return key, value
+    groups = query.shape[1] // key.shape[1]
+    return key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+
+
+def _scaled_scores(query, key, scaling):
+    import torch
+
+    return torch.matmul(query, key.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+
+
 def _eager_autocast_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
     import torch
 
-    if key.shape[1] != query.shape[1]:  # grouped-query attention
-        key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
-        value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    key, value = _repeat_kv(query, key, value)
+    scores = _scaled_scores(query, key, scaling)
     if attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.nn.functional.softmax(scores, dim=-1)
@@ -104,9 +116,7 @@ def _unpadded_attention(kernel, module, query, key, value, attention_mask, scali
         return grid.view(rows, width, *flat.shape[1:]).transpose(1, 2)
 
     q, k, v = padded(query), padded(key), padded(value)
-    if k.shape[1] != q.shape[1]:  # grouped-query attention
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    k, v = _repeat_kv(q, k, v)
     idx = torch.arange(width, device=query.device)
     mask = (idx[None, :] <= idx[:, None])[None] & (idx[None, None, :] < lengths[:, None, None])
     mask = mask[:, None]  # [rows, 1, width, width]: causal, and only the row's own tokens
@@ -114,7 +124,7 @@ def _unpadded_attention(kernel, module, query, key, value, attention_mask, scali
     if kernel == "sdpa":
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=scaling)
     else:
-        scores = torch.matmul(q, k.transpose(2, 3)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        scores = _scaled_scores(q, k, scaling)
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(torch.nn.functional.dropout(weights, p=p, training=module.training), v)

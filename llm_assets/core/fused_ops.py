@@ -9,6 +9,8 @@ six each way. Only layers known to compute exactly Llama's formulas are replaced
 
 from __future__ import annotations
 
+import functools
+
 # Modeling modules whose apply_rotary_pos_emb is Llama's: q * cos + rotate_half(q) * sin, with the last
 # dimension's two halves swapped (not interleaved pairs), the same for k.
 LLAMA_STYLE_ROTARY_MODULES = frozenset(f"transformers.models.{name}.modeling_{name}"
@@ -41,13 +43,31 @@ def fuse_rms_norms(model) -> int:
 def _fused_forward(module, autocast_output: bool):
     import torch
 
+    rms_norm = _rms_norm_function()
+
+    def forward(hidden):
+        # transformers' norm returns the promotion of the weight's and the input's dtypes; so does this, or
+        # under autocast, for a norm whose output only its layer's projections read, the autocast dtype.
+        out_dtype = torch.promote_types(module.weight.dtype, hidden.dtype)
+        device = hidden.device.type
+        if autocast_output and torch.is_autocast_enabled(device):
+            out_dtype = torch.get_autocast_dtype(device)
+        return rms_norm.apply(hidden, module.weight, module.variance_epsilon, out_dtype)
+
+    return forward
+
+
+@functools.cache
+def _rms_norm_function():
+    import torch
+
     class RMSNorm(torch.autograd.Function):
         # y = w * n with n = x * r, r = 1 / sqrt(mean(x^2) + eps), in float32. Backwards, with g = dy * w:
         # dx = r * (g - n * mean(g * n)) and dw = sum(dy * n): eight operations where autograd records fifteen.
         @staticmethod
-        def forward(ctx, hidden, weight, out_dtype):
+        def forward(ctx, hidden, weight, eps, out_dtype):
             x = hidden.float()
-            r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)
+            r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
             n = x * r
             ctx.save_for_backward(n, r, weight)
             ctx.hidden_dtype = hidden.dtype
@@ -61,18 +81,9 @@ def _fused_forward(module, autocast_output: bool):
             grad_hidden = (g - n * (g * n).mean(-1, keepdim=True)) * r
             grad_weight = (grad * n).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
             return (grad_hidden.to(ctx.hidden_dtype),
-                    None if grad_weight is None else grad_weight.to(weight.dtype), None)
+                    None if grad_weight is None else grad_weight.to(weight.dtype), None, None)
 
-    def forward(hidden):
-        # transformers' norm returns the promotion of the weight's and the input's dtypes; so does this, or
-        # under autocast, for a norm whose output only its layer's projections read, the autocast dtype.
-        out_dtype = torch.promote_types(module.weight.dtype, hidden.dtype)
-        device = hidden.device.type
-        if autocast_output and torch.is_autocast_enabled(device):
-            out_dtype = torch.get_autocast_dtype(device)
-        return RMSNorm.apply(hidden, module.weight, out_dtype)
-
-    return forward
+    return RMSNorm
 
 
 def fuse_rotary_embeddings(model) -> int:
