@@ -11,8 +11,11 @@ nothing, so the same work later starts from scratch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -97,14 +100,36 @@ class CheckpointUploader:
         latest = latest_complete_checkpoint(self.local_dir)
         if latest is None or latest.name == self.uploaded:
             return
-        try:
-            artifact = self.store.put_dir(latest, f"{self.prefix}/{latest.name}")
-        except OSError as exc:  # rotated away by the trainer mid-upload: a newer one exists
-            log.info("checkpoint %s not uploaded (%s); a newer one will be", latest.name, exc)
-            return
-        if not (latest / COMPLETE_MARKER).exists():
-            return
+        # The trainer keeps two checkpoints and deletes older ones while we upload; when saves come faster than
+        # uploads, uploading in place would lose every race and never mirror one. A snapshot of hard links
+        # (files are never rewritten after the complete marker) keeps the one being uploaded alive.
+        with tempfile.TemporaryDirectory(dir=self.local_dir, prefix=".uploading-") as tmp:
+            try:
+                snapshot = _snapshot(latest, Path(tmp) / latest.name)
+            except OSError as exc:  # rotated away before we could link it: a newer one exists
+                log.info("checkpoint %s not uploaded (%s); a newer one will be", latest.name, exc)
+                return
+            artifact = self.store.put_dir(snapshot, f"{self.prefix}/{latest.name}")
         _write_latest(self.store, self.prefix, latest.name, artifact.sha256)
         self.uploaded = latest.name
         if self.on_upload:
             self.on_upload(latest.name)
+
+
+def _snapshot(checkpoint: Path, dest: Path) -> Path:
+    """`checkpoint` as hard links under `dest` (copies where the filesystem has none), checked against the file
+    list in its complete marker: a folder the trainer was deleting while we listed it raises, never half-uploads."""
+    listed = json.loads((checkpoint / COMPLETE_MARKER).read_text(encoding="utf-8"))["files"]
+    for rel in listed:
+        src, target = checkpoint / rel, dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise  # vanished: rotated away, not a filesystem without hard links
+            shutil.copy2(src, target)
+        if target.stat().st_size != listed[rel]:
+            raise OSError(f"{src} is {target.stat().st_size} bytes, its marker says {listed[rel]}")
+    shutil.copy2(checkpoint / COMPLETE_MARKER, dest / COMPLETE_MARKER)
+    return dest

@@ -27,6 +27,13 @@ COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
 ProgressFn = Callable[[dict], None]
 
 
+def write_complete_marker(checkpoint: Path, step: int) -> None:
+    """Mark `checkpoint` complete, listing its files and sizes so a copy can prove it holds all of them."""
+    files = {p.relative_to(checkpoint).as_posix(): p.stat().st_size
+             for p in sorted(checkpoint.rglob("*")) if p.is_file()}
+    write_text(checkpoint / COMPLETE_MARKER, json.dumps({"step": step, "files": files}))
+
+
 def latest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     """The newest checkpoint whose save finished; half-written ones are ignored."""
     root = Path(checkpoint_dir)
@@ -94,7 +101,7 @@ def _callbacks(params: TrainingParams, on_progress: ProgressFn | None, history: 
             # exists means every file of the checkpoint is complete.
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
-                (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
+                write_complete_marker(ckpt, state.global_step)
 
     return [HealthAndProgress()]
 
