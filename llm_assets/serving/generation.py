@@ -34,10 +34,12 @@ def with_serving_defaults(kind: str, params: dict, serving: dict | None, model: 
     """
     serving = serving or {}
     out = dict(params)
-    if out.get("max_tokens") is None:
+    chosen = out.get("max_tokens") is not None
+    if not chosen:
         out["max_tokens"] = min(serving.get("max_tokens") or limit, limit)
     if kind != "chat":
         return out
+    out["answer_must_fit"] = chosen
     system_prompt = serving.get("system_prompt")
     if system_prompt and not (out["messages"] and out["messages"][0]["role"] == "system"):
         out["messages"] = [{"role": "system", "content": system_prompt}, *out["messages"]]
@@ -66,14 +68,16 @@ def completion_job(prompt: str, max_tokens: int, stream: bool, include_usage: bo
 
 
 def chat_job(messages: list[dict], max_tokens: int, stream: bool, grammar: str | None = None,
-             response_format: dict | None = None, include_usage: bool = False, **sampling) -> Callable:
+             response_format: dict | None = None, include_usage: bool = False, answer_must_fit: bool = False,
+             **sampling) -> Callable:
     """A chat answer, decoded with `grammar` (GBNF text from grammar.compile_response_format, compiled outside this
     process) when one is given. `response_format` is the older way in, compiled here without a time bound; it is
-    used only while the server still sends it instead of `grammar`."""
+    used only while the server still sends it instead of `grammar`. With `answer_must_fit` (the client chose
+    max_tokens), a conversation that leaves less room than max_tokens is refused rather than answered shorter."""
     def job(llm):
         text = grammar if grammar is not None else compile_in_process(response_format)
         constraint = None if text is None else _llama_grammar(text)
-        budget = TokenBudget(llm, max_tokens)
+        budget = TokenBudget(llm, max_tokens, answer_must_fit)
         try:
             result = llm.create_chat_completion(messages, max_tokens=max_tokens, stream=stream, grammar=constraint,
                                                 **sampling)
@@ -113,10 +117,22 @@ class TokenBudget:
     `finished` puts back to "length".
     """
 
-    def __init__(self, llm, max_tokens: int):
+    def __init__(self, llm, max_tokens: int, answer_must_fit: bool = False):
         self.sampled, self.max_tokens, self.n_ctx, self.hit = _sample_log(llm), max_tokens, llm.n_ctx(), False
+        self.answer_must_fit = answer_must_fit
         _guard_generate(llm)
         llm._token_budget = self
+
+    def admit(self, prompt_tokens) -> None:
+        """Refuse a chat whose formatted prompt leaves less than max_tokens of the context, where llama-cpp-python
+        would shorten the answer silently; only the chat template knows the prompt's length, so it is checked here,
+        as generation starts."""
+        n_prompt = len(prompt_tokens)
+        if self.answer_must_fit and n_prompt + self.max_tokens > self.n_ctx:
+            raise ApiError(400, f"the conversation is {n_prompt} tokens; with max_tokens={self.max_tokens} that is "
+                           f"{n_prompt + self.max_tokens}, more than this model's context window of {self.n_ctx} "
+                           f"tokens: shorten the conversation or lower max_tokens", param="messages",
+                           code="context_length_exceeded")
 
     def over(self, input_ids, logits) -> bool:
         # input_ids holds the prompt and every sampled token: at n_ctx, one more could not be evaluated.
@@ -143,9 +159,10 @@ def _guard_generate(llm) -> None:
 
     generate = llm.generate
 
-    def guarded(*args, stopping_criteria=None, **kwargs):
+    def guarded(tokens, *args, stopping_criteria=None, **kwargs):
         budget = llm._token_budget
-        yield from generate(*args, stopping_criteria=StoppingCriteriaList([budget.over, *(stopping_criteria or [])]),
+        budget.admit(tokens)
+        yield from generate(tokens, *args, stopping_criteria=StoppingCriteriaList([budget.over, *(stopping_criteria or [])]),
                             **kwargs)
         if budget.hit:
             yield llm.token_eos()

@@ -72,6 +72,27 @@ def test_chat_bad_input(server):
         assert words in error_of(post(server, "/v1/chat/completions", json=body), status)["message"]
 
 
+def test_a_chat_without_room_for_the_max_tokens_it_asked_for_is_refused(server):
+    """llama-cpp-python would shorten the answer silently; a client that chose max_tokens gets a 400 instead, and
+    one that left it to the server gets the room there is."""
+    long_talk = [{"role": "user", "content": "hunger 5 " * 55}]
+    fits = post(server, "/v1/chat/completions", json={"model": MODEL, "messages": long_talk, "temperature": 0})
+    assert fits.status_code == 200, fits.text
+    n_prompt = fits.json()["usage"]["prompt_tokens"]
+    assert 256 - 64 < n_prompt < 256, n_prompt  # the conversation fits, 64 answer tokens after it do not
+    error = error_of(post(server, "/v1/chat/completions",
+                          json={"model": MODEL, "messages": long_talk, "max_tokens": 64}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert f"the conversation is {n_prompt} tokens; with max_tokens=64 that is {n_prompt + 64}" in error["message"]
+    streamed = post(server, "/v1/chat/completions",
+                    json={"model": MODEL, "messages": long_talk, "max_tokens": 64, "stream": True})
+    assert error_of(streamed, 400)["code"] == "context_length_exceeded"  # refused before a first chunk
+    room = 256 - n_prompt - 1
+    short = post(server, "/v1/chat/completions",
+                 json={"model": MODEL, "messages": long_talk, "max_tokens": room, "temperature": 0})
+    assert short.status_code == 200, short.text
+
+
 def test_pet_bad_input(server):
     good = {"hunger": 80, "energy": 50, "happiness": 60, "hygiene": 70, "time": "morning", "objects": {"carrot": 2}}
     cases = [({"hunger": 101}, "hunger: Input should be less than or equal to 100 (got 101)"),

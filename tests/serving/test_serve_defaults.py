@@ -20,9 +20,10 @@ def test_defaults_fill_only_what_the_request_left_unset():
     out = with_serving_defaults("chat", chat, SERVING, "router", limit=64)
     assert out["messages"][0] == {"role": "system", "content": SERVING["system_prompt"]}
     assert out["max_tokens"] == 60 and out["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert out["answer_must_fit"] is False  # a default length may be shortened to fit a long conversation
     own = {"messages": [{"role": "system", "content": "mine"}, {"role": "user", "content": "hi"}], "max_tokens": 5,
            "response_format": {"type": "text"}}
-    assert with_serving_defaults("chat", own, SERVING, "router", limit=64) == own
+    assert with_serving_defaults("chat", own, SERVING, "router", limit=64) == own | {"answer_must_fit": True}
     assert with_serving_defaults("completion", {"prompt": "x", "max_tokens": None}, {"max_tokens": 500}, "r",
                                  limit=64)["max_tokens"] == 64  # capped at the server's limit
     assert with_serving_defaults("chat", chat, None, "r", limit=64)["max_tokens"] == 64  # a version without any
