@@ -72,10 +72,10 @@ class CheckpointUploader:
     """Uploads each newly completed local checkpoint while training runs (a daemon thread)."""
 
     def __init__(self, store: ArtifactStore, prefix: str, local_dir: Path, interval: float = 1.0,
-                 on_upload=None):
+                 on_upload=None, restored: Optional[str] = None):
         self.store, self.prefix, self.local_dir, self.interval = store, prefix, Path(local_dir), interval
         self.on_upload = on_upload
-        self.uploaded: Optional[str] = None
+        self.uploaded: Optional[str] = restored  # came from the store: nothing to upload until a newer one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="checkpoint-uploader", daemon=True)
 
@@ -119,7 +119,11 @@ class CheckpointUploader:
 def _snapshot(checkpoint: Path, dest: Path) -> Path:
     """`checkpoint` as hard links under `dest` (copies where the filesystem has none), checked against the file
     list in its complete marker: a folder the trainer was deleting while we listed it raises, never half-uploads."""
-    listed = json.loads((checkpoint / COMPLETE_MARKER).read_text(encoding="utf-8"))["files"]
+    marker = json.loads((checkpoint / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    if not isinstance(marker, dict):  # an older trainer's marker (the step alone): trust the folder as listed
+        marker = {"files": {p.relative_to(checkpoint).as_posix(): p.stat().st_size
+                            for p in checkpoint.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER}}
+    listed = marker["files"]
     for rel in listed:
         src, target = checkpoint / rel, dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)

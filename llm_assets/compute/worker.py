@@ -103,7 +103,8 @@ def run_stage(asset: str, extras: dict, log) -> StageResult:
     if restored:
         log(f"{asset}: restored {restored} from the artifact store; resuming")
     with checkpoint_sync.CheckpointUploader(store, prefix, context.checkpoints,
-                                            on_upload=lambda name: log(f"{asset}: {name} saved to the store")):
+                                            on_upload=lambda name: log(f"{asset}: {name} saved to the store"),
+                                            restored=restored):
         result = stage.run(inputs, params, context)
     checkpoint_sync.mark_finished(store, prefix)
     return result

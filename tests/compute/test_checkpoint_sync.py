@@ -70,3 +70,22 @@ def test_a_half_deleted_checkpoint_is_never_mirrored_and_the_next_one_is(tmp_pat
     make_checkpoint(local, 10)
     uploader.sync()
     assert latest_entry(store, PREFIX)["checkpoint"] == "checkpoint-10"
+
+
+def test_a_restored_checkpoint_is_not_uploaded_again_and_an_older_trainers_marker_still_uploads(tmp_path):
+    local = tmp_path / "run"
+    store = LocalArtifactStore(tmp_path / "store")
+    restored = make_checkpoint(local, 5)
+    (restored / "CHECKPOINT_COMPLETE").write_text("5")  # the marker before it listed files: the step alone
+
+    uploader = CheckpointUploader(store, PREFIX, local, restored="checkpoint-5")
+    uploader.sync()
+    assert latest_entry(store, PREFIX) is None  # it came from the store; nothing to do
+
+    uploader = CheckpointUploader(store, PREFIX, local)
+    uploader.sync()
+    entry = latest_entry(store, PREFIX)
+    assert entry["checkpoint"] == "checkpoint-5"
+    got = store.get_dir(store.uri_for(f"{PREFIX}/checkpoint-5"), tmp_path / "restored", entry["sha256"])
+    assert (got / "nested" / "optimizer.pt").read_bytes() == b"o" * 1000
+    assert (got / "CHECKPOINT_COMPLETE").read_text() == "5"
