@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llm_assets.compute.checkpoint_sync import CheckpointUploader, latest_entry
 from llm_assets.core.artifacts import FOLDER_INDEX_NAME, LocalArtifactStore
-from llm_assets.core.training import write_complete_marker
+from llm_assets.core.training import COMPLETE_MARKER, write_complete_marker
 
 PREFIX = "pipeline/checkpoints/job"
 
@@ -76,7 +76,7 @@ def test_a_restored_checkpoint_is_not_uploaded_again_and_an_older_trainers_marke
     local = tmp_path / "run"
     store = LocalArtifactStore(tmp_path / "store")
     restored = make_checkpoint(local, 5)
-    (restored / "CHECKPOINT_COMPLETE").write_text("5")  # the marker before it listed files: the step alone
+    (restored / COMPLETE_MARKER).write_text("5")  # the marker before it listed files: the step alone
 
     uploader = CheckpointUploader(store, PREFIX, local, restored="checkpoint-5")
     uploader.sync()
@@ -88,4 +88,4 @@ def test_a_restored_checkpoint_is_not_uploaded_again_and_an_older_trainers_marke
     assert entry["checkpoint"] == "checkpoint-5"
     got = store.get_dir(store.uri_for(f"{PREFIX}/checkpoint-5"), tmp_path / "restored", entry["sha256"])
     assert (got / "nested" / "optimizer.pt").read_bytes() == b"o" * 1000
-    assert (got / "CHECKPOINT_COMPLETE").read_text() == "5"
+    assert (got / COMPLETE_MARKER).read_text() == "5"
