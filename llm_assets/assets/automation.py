@@ -9,7 +9,8 @@
   failures (bad data, non-finite loss, config errors, out of memory with the
   same config, anything unclassified) are re-raised as `dg.Failure(
   allow_retries=False)` whose first line is the classified cause; the run's
-  log and its failure message start with it.
+  log and its failure message start with it. An interrupt (Ctrl-C, SIGTERM,
+  a terminated run) stops the step too, where Dagster would retry it.
 - `stage_options(asset)`: the @dg.asset options the stage table decides (pool, retries, automation).
 - `follows(parent)`: declarative automation for the stages after training:
   export follows a new adapter, evaluation a new GGUF, registration a new
@@ -36,7 +37,8 @@ COMPUTE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=20, backoff=dg.Backof
 
 
 def fail_fast(fn):
-    """Wrap an asset body: fatal errors stop at once with the cause first; retryable ones go to the RetryPolicy."""
+    """Wrap an asset body: fatal errors and interrupts stop at once with the cause first; retryable errors go to the
+    RetryPolicy."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -44,6 +46,11 @@ def fail_fast(fn):
             return fn(*args, **kwargs)
         except dg.Failure:
             raise
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
+            # Dagster retries an interrupted step under its RetryPolicy, so Ctrl-C or SIGTERM on `make demo`
+            # (or a terminated run's worker) would start the step again after a delay instead of stopping.
+            raise dg.Failure("interrupted (SIGINT or SIGTERM): the step stopped and is not retried; "
+                             "materialize it again to rerun", allow_retries=False) from exc
         except Exception as exc:
             context = args[0] if args else kwargs.get("context")
             raise_with_verdict(exc, getattr(context, "log", None))
