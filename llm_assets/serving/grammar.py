@@ -20,7 +20,10 @@ import math
 import os
 import sys
 import tempfile
+from decimal import Decimal
 from typing import NamedTuple, Optional
+
+from llm_assets.serving.number_range import EmptyRange, number_range
 
 DEFAULT_MAX_SCHEMA_BYTES = 65_536
 DEFAULT_MAX_DEPTH = 64
@@ -124,9 +127,12 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
     if schema_text is None:
         text = JSON_GBNF
     else:
+        ranges: list[str] = []
         try:
-            text = json_schema_to_gbnf(json.dumps(_for_the_converter(json.loads(schema_text))))
-            text = text.replace(LOOSE_CHAR, STRICT_CHAR)
+            text = json_schema_to_gbnf(json.dumps(_for_the_converter(json.loads(schema_text), ranges)))
+            text = _with_number_ranges(text.replace(LOOSE_CHAR, STRICT_CHAR), ranges)
+        except EmptyRange as exc:
+            raise GrammarRejected("invalid_schema", f"{where}: {exc}") from None
         except MemoryError:
             raise
         except RecursionError:
@@ -143,25 +149,64 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
     return text
 
 
-def _for_the_converter(schema):
+def _for_the_converter(schema, ranges: list[str]):
     """The schema rewritten where llama-cpp-python's converter would miss it, allowing the same answers: an integer
     bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum; wider ranges stay
-    open, as a long alternation slows every sampled token of a large vocabulary), format email a pattern (it knows
-    no email), and patterns lose the escapes it copies into grammars llama.cpp refuses."""
+    open, as a long alternation slows every sampled token of a large vocabulary), a bounded number a placeholder
+    for its range's grammar (appended to `ranges`, put in by _with_number_ranges), format email a pattern (it
+    knows no email), and patterns lose the escapes it copies into grammars llama.cpp refuses."""
     if isinstance(schema, list):
-        return [_for_the_converter(s) for s in schema]
+        return [_for_the_converter(s, ranges) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    bounds = _integer_range(schema) if schema.get("type") == "integer" and not {"enum", "const"} & schema.keys() \
-        else None
+    plain = not {"enum", "const"} & schema.keys()
+    bounds = _integer_range(schema) if schema.get("type") == "integer" and plain else None
     if bounds and 0 < bounds[1] - bounds[0] + 1 <= ENUM_RANGE:
         return {"enum": list(range(bounds[0], bounds[1] + 1))}
-    out = {k: v if k in DATA_KEYS else _for_the_converter(v) for k, v in schema.items()}
+    if schema.get("type") == "number" and plain and _BOUND_KEYS & schema.keys():
+        ranges.append(number_range(*_number_bounds(schema)))
+        return {"const": _range_placeholder(len(ranges) - 1)}
+    out = {k: v if k in DATA_KEYS else _for_the_converter(v, ranges) for k, v in schema.items()}
     if out.get("format") == "email" and "pattern" not in out:
         out["pattern"] = EMAIL_PATTERN
     if isinstance(out.get("pattern"), str):
         out["pattern"] = _plain_escapes(out["pattern"])
     return out
+
+
+_BOUND_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+
+
+def _range_placeholder(i: int) -> str:
+    return f"__llm_assets_number_range_{i}__"
+
+
+def _number_bounds(schema: dict) -> tuple:
+    """(low, high, low_exclusive, high_exclusive) of a number schema, the tighter bound where both forms are set;
+    Decimals from the JSON values' shortest text, so 0.1 is 0.1."""
+    def bound(key):
+        v = schema.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise GrammarRejected("invalid_schema", f"{key}={_short(v)} is not a finite number")
+        return Decimal(repr(v))
+
+    low, low_x = bound("minimum"), bound("exclusiveMinimum")
+    high, high_x = bound("maximum"), bound("exclusiveMaximum")
+    low_exclusive = low_x is not None and (low is None or low_x >= low)
+    high_exclusive = high_x is not None and (high is None or high_x <= high)
+    return (low_x if low_exclusive else low, high_x if high_exclusive else high, low_exclusive, high_exclusive)
+
+
+def _with_number_ranges(text: str, ranges: list[str]) -> str:
+    """The converter's grammar with each bounded number's placeholder literal replaced by its range's grammar."""
+    for i, expression in enumerate(ranges):
+        literal = json.dumps(json.dumps(_range_placeholder(i)))  # the converter's GBNF literal of the JSON string
+        if text.count(literal) != 1:
+            raise GrammarRejected("invalid_schema", "a bounded number's grammar could not be placed")
+        text = text.replace(literal, f"({expression})")
+    return text
 
 
 def _plain_escapes(pattern: str) -> str:
