@@ -23,7 +23,7 @@ import tempfile
 from decimal import Decimal
 from typing import NamedTuple, Optional
 
-from llm_assets.serving.number_range import EmptyRange, number_range
+from llm_assets.serving.number_range import EmptyRange, integer_range, number_range
 
 DEFAULT_MAX_SCHEMA_BYTES = 65_536
 DEFAULT_MAX_DEPTH = 64
@@ -151,19 +151,22 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
 
 def _for_the_converter(schema, ranges: list[str]):
     """The schema rewritten where llama-cpp-python's converter would miss it, allowing the same answers: an integer
-    bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum; wider ranges stay
-    open, as a long alternation slows every sampled token of a large vocabulary), a bounded number a placeholder
-    for its range's grammar (appended to `ranges`, put in by _with_number_ranges), format email a pattern (it
+    bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum), and any other
+    bounded integer or number a placeholder for its range's digit-by-digit grammar (appended to `ranges`, put in
+    by _with_number_ranges; an alternation of every value would slow each sampled token of a large vocabulary), format email a pattern (it
     knows no email), and patterns lose the escapes it copies into grammars llama.cpp refuses."""
     if isinstance(schema, list):
         return [_for_the_converter(s, ranges) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    plain = not {"enum", "const"} & schema.keys()
-    bounds = _integer_range(schema) if schema.get("type") == "integer" and plain else None
-    if bounds and 0 < bounds[1] - bounds[0] + 1 <= ENUM_RANGE:
-        return {"enum": list(range(bounds[0], bounds[1] + 1))}
-    if schema.get("type") == "number" and plain and _BOUND_KEYS & schema.keys():
+    bounded = not {"enum", "const"} & schema.keys() and _BOUND_KEYS & schema.keys()
+    if schema.get("type") == "integer" and bounded:
+        low, high = _integer_range(schema)
+        if low is not None and high is not None and 0 < high - low + 1 <= ENUM_RANGE:
+            return {"enum": list(range(low, high + 1))}
+        ranges.append(integer_range(low, high))
+        return {"const": _range_placeholder(len(ranges) - 1)}
+    if schema.get("type") == "number" and bounded:
         ranges.append(number_range(*_number_bounds(schema)))
         return {"const": _range_placeholder(len(ranges) - 1)}
     out = {k: v if k in DATA_KEYS else _for_the_converter(v, ranges) for k, v in schema.items()}
@@ -231,8 +234,8 @@ def _plain_escapes(pattern: str) -> str:
     return "".join(out)
 
 
-def _integer_range(schema: dict) -> tuple[int, int] | None:
-    """The lowest and highest integer a schema's bounds allow; None when a side is open."""
+def _integer_range(schema: dict) -> tuple[int | None, int | None]:
+    """The lowest and highest integer a schema's bounds allow; None for a side that is open."""
     def number(key):
         v = schema.get(key)
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -241,7 +244,7 @@ def _integer_range(schema: dict) -> tuple[int, int] | None:
                                                                number("exclusiveMinimum"))) if v is not None]
     highs = [f(v) for f, v in ((math.floor, number("maximum")), (lambda x: math.ceil(x) - 1,
                                                                 number("exclusiveMaximum"))) if v is not None]
-    return (max(lows), min(highs)) if lows and highs else None
+    return (max(lows) if lows else None), (min(highs) if highs else None)
 
 
 def parse_error(text: str) -> str | None:

@@ -48,6 +48,20 @@ def number_range(low: Optional[Decimal], high: Optional[Decimal], low_exclusive:
     return _alt(a for a in alternatives if a)
 
 
+def integer_range(low: Optional[int], high: Optional[int]) -> str:
+    """GBNF for the integers low..high (inclusive; None: unbounded on that side), as JSON writes them."""
+    if low is not None and high is not None and low > high:
+        raise EmptyRange(f"no integer is >= {low} and <= {high}")
+    alternatives = []
+    if high is None or high >= 0:
+        first = 0 if low is None or low < 0 else low
+        alternatives.append(_integers_from(first) if high is None else _integers(first, high))
+    if low is None or low < 0:
+        first = 1 if high is None or high >= 0 else -high
+        alternatives.append(f'"-" ({_integers_from(first) if low is None else _integers(first, -low)})')
+    return _alt(alternatives)
+
+
 def _magnitudes(low: Decimal, low_exclusive: bool, high: Optional[Decimal], high_exclusive: bool) -> Optional[str]:
     """Non-negative plain decimals between low (>= 0) and high."""
     low_int, low_frac = _split(low)

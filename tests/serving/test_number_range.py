@@ -1,6 +1,6 @@
-"""Bounded numbers in response_format: the grammar allows exactly the plain decimals inside the bounds (checked
-against every number near the bounds, as a regular expression), llama.cpp parses it, an empty range is refused,
-and a real model decoding with it answers inside the bounds."""
+"""Bounded numbers and integers in response_format: the grammar allows exactly the plain decimals (or integers)
+inside the bounds (checked as a regular expression against every number near the bounds), llama.cpp parses it,
+an empty range is refused, and a real model decoding with it answers inside the bounds."""
 
 import itertools
 import json
@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from llm_assets.serving.grammar import compile_in_process, parse_error
-from llm_assets.serving.number_range import EmptyRange, number_range
+from llm_assets.serving.number_range import EmptyRange, integer_range, number_range
 from llm_assets.serving.schemas import ApiError
 from tests.serving.test_grammar import as_format, in_model_process
 
@@ -76,6 +76,21 @@ def test_the_grammar_is_exactly_the_range_near_every_bound():
     assert checked > 20_000
 
 
+def test_the_integer_grammar_is_exactly_the_range():
+    ends = [None, -1234, -1000, -999, -101, -100, -10, -9, -1, 0, 1, 9, 10, 99, 100, 101, 999, 1000, 1234, 10**6]
+    for low, high in itertools.product(ends, ends):
+        if low is not None and high is not None and low > high:
+            with pytest.raises(EmptyRange):
+                integer_range(low, high)
+            continue
+        pattern = as_regex(integer_range(low, high))
+        near_ends = {e + d for e in ends if e is not None for d in (-2, -1, 0, 1, 2)} | {0, 5, -5, 12345678}
+        for x in near_ends:
+            want = (low is None or x >= low) and (high is None or x <= high)
+            assert bool(pattern.fullmatch(str(x))) == want, (low, high, x)
+        assert not pattern.fullmatch("007") and not pattern.fullmatch("1.5")
+
+
 def test_a_bounded_number_schema_compiles_parses_and_an_empty_range_is_refused():
     schema = {"type": "object", "properties": {"p": {"type": "number", "minimum": 0, "maximum": 1},
                                                "t": {"type": "number", "exclusiveMinimum": -2.5, "maximum": 0.1}},
@@ -91,8 +106,9 @@ def test_a_model_decoding_with_bounded_numbers_answers_inside_them(ggufs):
     schema = {"type": "object", "properties": {
         "p": {"type": "number", "minimum": 0, "maximum": 1},
         "t": {"type": "number", "exclusiveMinimum": 36.5, "exclusiveMaximum": 37.25},
+        "n": {"type": "integer", "minimum": 200, "maximum": 1500},
         "d": {"type": "array", "items": {"type": "number", "minimum": -0.75, "maximum": -0.5}, "minItems": 2,
-              "maxItems": 3}}, "required": ["p", "t", "d"], "additionalProperties": False}
+              "maxItems": 3}}, "required": ["p", "t", "n", "d"], "additionalProperties": False}
     text = compile_in_process(as_format(schema))
     jobs = [("chat", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 120, "temperature": 1.0,
                       "seed": seed, "stream": False, "grammar": text})
