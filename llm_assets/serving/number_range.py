@@ -1,6 +1,6 @@
-"""A JSON number bounded by minimum / maximum (and their exclusive forms) as a GBNF expression.
+"""A JSON number or integer bounded by minimum / maximum (and their exclusive forms) as a GBNF expression.
 
-llama-cpp-python's schema converter ignores bounds on a number, so a model could answer 1.7 to a schema that says
+llama-cpp-python's schema converter ignores bounds on numbers, so a model could answer 1.7 to a schema that says
 at most 1. Here the bounds are decided digit by digit: an integral part strictly inside the range takes any
 fraction; at a bound's integral part, the fraction is compared with the bound's decimals one digit at a time. The
 answers are plain decimals (no exponent), written the way JSON writes them (no leading zeros); every one of them
@@ -36,7 +36,7 @@ def number_range(low: Optional[Decimal], high: Optional[Decimal], low_exclusive:
         raise EmptyRange(f"no number is {'>' if low_exclusive else '>='} {low} and "
                          f"{'<' if high_exclusive else '<='} {high}")
     alternatives = []
-    if high is None or high >= 0 and not (high == 0 and high_exclusive):  # x >= 0
+    if high is None or (high >= 0 and not (high == 0 and high_exclusive)):  # x >= 0
         start, start_exclusive = (Decimal(0), False) if low is None or low < 0 else (low, low_exclusive)
         alternatives.append(_magnitudes(start, start_exclusive, high, high_exclusive))
     if low is None or low < 0:  # x < 0: "-" and a magnitude; -0 is 0, in range wherever 0 is
