@@ -110,7 +110,7 @@ def test_a_model_decoding_with_bounded_numbers_answers_inside_them(ggufs):
         "d": {"type": "array", "items": {"type": "number", "minimum": -0.75, "maximum": -0.5}, "minItems": 2,
               "maxItems": 3}}, "required": ["p", "t", "n", "d"], "additionalProperties": False}
     text = compile_in_process(as_format(schema))
-    jobs = [("chat", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 120, "temperature": 1.0,
+    jobs = [("chat", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 256, "temperature": 1.0,
                       "seed": seed, "stream": False, "grammar": text})
             for prompt, seed in itertools.product(("a fox is near", "hunger 5"), (1, 2, 3))]
     answers = [r[1]["choices"][0] for r in in_model_process(ggufs["a"], jobs)]
