@@ -49,17 +49,17 @@ def with_serving_defaults(kind: str, params: dict, serving: dict | None, model: 
     return out
 
 
-def _fit(llm, n_prompt: int, max_tokens: int) -> None:
-    n_ctx = llm.n_ctx()
+def _fit(n_prompt: int, max_tokens: int, n_ctx: int, what: str = "prompt", param: str = "prompt") -> None:
+    """A 400 when `what` (the prompt, or a chat's formatted conversation) leaves less than max_tokens of context."""
     if n_prompt + max_tokens > n_ctx:
-        raise ApiError(400, f"the prompt is {n_prompt} tokens; with max_tokens={max_tokens} that is "
+        raise ApiError(400, f"the {what} is {n_prompt} tokens; with max_tokens={max_tokens} that is "
                        f"{n_prompt + max_tokens}, more than this model's context window of {n_ctx} tokens: "
-                       f"shorten the prompt or lower max_tokens", param="prompt", code="context_length_exceeded")
+                       f"shorten the {what} or lower max_tokens", param=param, code="context_length_exceeded")
 
 
 def completion_job(prompt: str, max_tokens: int, stream: bool, include_usage: bool = False, **sampling) -> Callable:
     def job(llm):
-        _fit(llm, len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)), max_tokens)
+        _fit(len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)), max_tokens, llm.n_ctx())
         budget = TokenBudget(llm, max_tokens)
         result = budget.finished(llm.create_completion(prompt, max_tokens=max_tokens, stream=stream, **sampling),
                                  stream)
@@ -127,12 +127,8 @@ class TokenBudget:
         """Refuse a chat whose formatted prompt leaves less than max_tokens of the context, where llama-cpp-python
         would shorten the answer silently; only the chat template knows the prompt's length, so it is checked here,
         as generation starts."""
-        n_prompt = len(prompt_tokens)
-        if self.answer_must_fit and n_prompt + self.max_tokens > self.n_ctx:
-            raise ApiError(400, f"the conversation is {n_prompt} tokens; with max_tokens={self.max_tokens} that is "
-                           f"{n_prompt + self.max_tokens}, more than this model's context window of {self.n_ctx} "
-                           f"tokens: shorten the conversation or lower max_tokens", param="messages",
-                           code="context_length_exceeded")
+        if self.answer_must_fit:
+            _fit(len(prompt_tokens), self.max_tokens, self.n_ctx, what="conversation", param="messages")
 
     def over(self, input_ids, logits) -> bool:
         # input_ids holds the prompt and every sampled token: at n_ctx, one more could not be evaluated.
@@ -162,8 +158,8 @@ def _guard_generate(llm) -> None:
     def guarded(tokens, *args, stopping_criteria=None, **kwargs):
         budget = llm._token_budget
         budget.admit(tokens)
-        yield from generate(tokens, *args, stopping_criteria=StoppingCriteriaList([budget.over, *(stopping_criteria or [])]),
-                            **kwargs)
+        criteria = StoppingCriteriaList([budget.over, *(stopping_criteria or [])])
+        yield from generate(tokens, *args, stopping_criteria=criteria, **kwargs)
         if budget.hit:
             yield llm.token_eos()
 

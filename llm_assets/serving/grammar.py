@@ -151,10 +151,11 @@ def build_grammar(job: Job, max_grammar_bytes: int) -> str:
 
 def _for_the_converter(schema, ranges: list[str]):
     """The schema rewritten where llama-cpp-python's converter would miss it, allowing the same answers: an integer
-    bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum), and any other
-    bounded integer or number a placeholder for its range's digit-by-digit grammar (appended to `ranges`, put in
-    by _with_number_ranges; an alternation of every value would slow each sampled token of a large vocabulary), format email a pattern (it
-    knows no email), and patterns lose the escapes it copies into grammars llama.cpp refuses."""
+    bounded to at most ENUM_RANGE values becomes an enum (the converter ignores minimum/maximum), any other bounded
+    integer or number a placeholder for its range's digit-by-digit grammar (appended to `ranges`, put in by
+    _with_number_ranges; an alternation of every value would slow each sampled token of a large vocabulary),
+    format email a pattern (it knows no email), and patterns lose the escapes it copies into grammars llama.cpp
+    refuses."""
     if isinstance(schema, list):
         return [_for_the_converter(s, ranges) for s in schema]
     if not isinstance(schema, dict):
